@@ -1,0 +1,263 @@
+"""The holefs command: mount, umount, status and punch."""
+
+import argparse
+import errno
+import json
+import logging
+import logging.handlers
+import os
+import subprocess
+import sys
+
+from . import STATUS_XATTR
+from . import options as mount_options
+from .release import release
+
+MOUNT_HELP = f"""\
+options (-o, comma-separated, as for tmpfs):
+  size=SIZE       total data, RAM plus spill: bytes, with k/m/g/t suffix or
+                  %% of RAM (default 50%%)
+  nr_inodes=N     most files, directories and links (default: RAM pages / 2)
+  mode=MODE       octal mode of the root directory (default 1777)
+  uid=, gid=      owner of the root directory (default: the caller)
+  ram=SIZE        most file data kept in RAM (default: size=); data beyond it
+                  goes to the spill file, least recently used first
+  spill=DIR       directory on local disk for the spill file, which is
+                  private and unnamed (default {mount_options.DEFAULT_SPILL});
+                  used only when ram= is below size=
+  allow_other     let other users in (root, or user_allow_other in
+                  /etc/fuse.conf); default_permissions is always on
+  fsname=NAME     source name shown by df and mount (default holefs)
+  debug           log every request at debug level
+  ro, nosuid, nodev, noexec, noatime, sync ...   passed to the kernel
+
+examples:
+  holefs mount /mnt/pool -o size=4G,ram=1G
+  mount -t fuse.holefs none /mnt/pool -o size=1G
+  fstab:  none /mnt/pool fuse.holefs size=1G,ram=256M 0 0
+"""
+
+COMMANDS = ("mount", "umount", "status", "punch")
+
+
+def parse_size(text):
+    try:
+        return mount_options.parse_size("size", text)
+    except mount_options.OptionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="holefs",
+        description="A tmpfs-like FUSE filesystem whose hole punches give memory back.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = sub.add_parser(
+        "mount", help="mount a new holefs", description="Mount a new holefs. "
+        "Without -f, returns once the mount is live.",
+        epilog=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mount.add_argument("mountpoint")
+    mount.add_argument("-o", dest="options", default="", metavar="OPTIONS",
+                       help="mount options, see below")
+    mount.add_argument("-f", "--foreground", action="store_true",
+                       help="serve in the foreground (for systemd), logging to stderr")
+    mount.add_argument("--debug", action="store_true", help="same as -o debug")
+
+    umount = sub.add_parser("umount", help="unmount, also after the daemon died",
+                            description="Unmount a holefs. Also cleans up a stale "
+                            "mount whose daemon was killed.")
+    umount.add_argument("mountpoint")
+
+    status = sub.add_parser(
+        "status", help="show where a mount's or a file's memory is",
+        description="For a mountpoint: size, use, RAM, spill and inodes. "
+        "For a file: its map of RAM, spill and holes.")
+    status.add_argument("path")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    punch = sub.add_parser(
+        "punch", help="free a range of a file (fallocate PUNCH_HOLE)",
+        description="Free a byte range of a file so that it reads as zeros.")
+    punch.add_argument("path")
+    punch.add_argument("offset", type=parse_size, help="start, e.g. 4096 or 1M")
+    punch.add_argument("length", type=parse_size, help="length, e.g. 64k or 1G")
+    punch.add_argument("--zero", action="store_true",
+                       help="zero the range but keep it allocated (FALLOC_FL_ZERO_RANGE)")
+    return parser
+
+
+def fstab_form(argv):
+    """mount.fuse3 runs `holefs SOURCE MOUNTPOINT -o OPTIONS`: make it a mount."""
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") and len(argv) >= 2:
+        source, rest = argv[0], argv[1:]
+        if source != "none" and "-o" in rest:
+            i = rest.index("-o") + 1
+            if i < len(rest) and "fsname=" not in rest[i]:
+                rest[i] += f",fsname={source}"
+        return ["mount", *rest]
+    return argv
+
+
+def main(argv=None):
+    argv = fstab_form(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return {"mount": cmd_mount, "umount": cmd_umount,
+                "status": cmd_status, "punch": cmd_punch}[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def fail(message, status=1):
+    print(f"holefs: {message}", file=sys.stderr)
+    return status
+
+
+def setup_logging(debug, to_syslog=False):
+    handler = logging.StreamHandler(sys.stderr)
+    if to_syslog and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.ident = f"holefs[{os.getpid()}]: "
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def cmd_mount(args):
+    try:
+        opts = mount_options.parse(args.options)
+    except mount_options.OptionError as e:
+        return fail(f"mount: {e}", 2)
+    opts.debug = opts.debug or args.debug
+    from .mount import MountError, serve  # imports pyfuse3, after the shim
+
+    if args.foreground:
+        setup_logging(opts.debug)
+        try:
+            serve(args.mountpoint, opts)
+        except MountError as e:
+            return fail(f"mount: {e}")
+        return 0
+    return _mount_in_background(args.mountpoint, opts, serve, MountError)
+
+
+def _mount_in_background(mountpoint, opts, serve, MountError):
+    """Fork a daemon; return once it reports the mount live, or why not."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        if message == "ok":
+            return 0
+        if not message:
+            os.waitpid(pid, 0)
+            message = "the daemon exited before the mount was live"
+        return fail(f"mount: {message}")
+
+    os.close(read_end)
+    os.setsid()
+    setup_logging(opts.debug)
+
+    def detach():
+        os.write(write_end, b"ok")
+        os.close(write_end)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        setup_logging(opts.debug, to_syslog=True)
+
+    status = 0
+    try:
+        serve(mountpoint, opts, on_ready=detach)
+    except MountError as e:
+        os.write(write_end, str(e).encode())
+        status = 1
+    except BaseException:
+        logging.getLogger("holefs").exception("daemon failed")
+        status = 1
+    os._exit(status)
+
+
+def cmd_umount(args):
+    mountpoint = os.path.abspath(args.mountpoint)
+    result = subprocess.run(["fusermount3", "-u", mountpoint],
+                            capture_output=True, text=True)
+    if result.returncode == 0:
+        return 0
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            return fail(f"umount: {mountpoint}: {e.strerror}")
+        # The daemon died: detach the dead mount.
+        lazy = subprocess.run(["fusermount3", "-u", "-z", mountpoint],
+                              capture_output=True, text=True)
+        if lazy.returncode == 0:
+            return 0
+        result = lazy
+    return fail(f"umount: {result.stderr.strip() or mountpoint + ': not mounted'}")
+
+
+def read_status(path):
+    try:
+        return json.loads(os.getxattr(path, STATUS_XATTR))
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            raise OSError(e.errno, f"{path} is not on a holefs mount") from None
+        raise
+
+
+def human(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def format_mount_status(s):
+    spill = "off" if s["spill_dir"] is None else \
+        f"{human(s['spill_used'])} ({human(s['spill_allocated'])} on disk) in {s['spill_dir']}"
+    rows = [
+        ("size", human(s["size"])),
+        ("used", f"{human(s['used'])} ({100 * s['used'] // max(1, s['size'])}%)"),
+        ("ram", f"{human(s['ram_used'])} of {human(s['ram_budget'])} budget "
+                f"({human(s['ram_allocated'])} resident)"),
+        ("spill", spill),
+        ("inodes", f"{s['inodes_used']} used, {s['inodes_free']} free"),
+        ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}"),
+    ]
+    return "\n".join(f"{k:<8}{v}" for k, v in rows)
+
+
+def format_file_status(s):
+    lines = [f"size {s['size']} ({human(s['size'])})",
+             f"{'start':>14} {'length':>14}  where"]
+    lines += [f"{r['start']:>14} {r['length']:>14}  {r['where']}" for r in s["map"]]
+    return "\n".join(lines)
+
+
+def cmd_status(args):
+    try:
+        s = read_status(args.path)
+    except OSError as e:
+        return fail(f"status: {e.strerror if e.filename is None else e}")
+    if args.json:
+        print(json.dumps(s, indent=2))
+    elif "map" in s:
+        print(format_file_status(s))
+    else:
+        print(format_mount_status(s))
+    return 0
+
+
+def cmd_punch(args):
+    try:
+        release(args.path, args.offset, args.length, zero=args.zero)
+    except (OSError, ValueError) as e:
+        return fail(f"punch: {args.path}: {getattr(e, 'strerror', None) or e}")
+    return 0

@@ -1,0 +1,401 @@
+"""The FUSE operations: pyfuse3's request handlers over the namespace and store.
+
+No handler awaits anything.  pyfuse3 runs each handler as a trio task, so a
+handler without an await point runs from start to finish without any other
+request interleaving: every request is atomic, and the daemon needs no locks.
+The fallocate and lseek handlers come through the C shim and are plain
+functions for the same reason.
+"""
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+
+import pyfuse3
+
+import holefs
+
+from .extents import CHUNK
+from .namespace import Namespace
+
+log = logging.getLogger(__name__)
+
+# Nothing changes behind the kernel's back: every change to the tree or to
+# the data arrives as a request, and the kernel invalidates its own caches
+# for them.  So it may cache names and attributes for a long time.
+CACHE_TIMEOUT = 300.0
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+SEEK_DATA = 3
+SEEK_HOLE = 4
+MAX_FILE_SIZE = (1 << 63) - 1
+
+STATUS_XATTR = holefs.STATUS_XATTR.encode()
+BLOCK = 4096
+
+
+def fuse_errors(handler):
+    """Turn OSError into the matching reply, and a bug into EIO, not a crash."""
+    @functools.wraps(handler)
+    async def wrapper(*args):
+        try:
+            return handler(*args)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper
+
+
+def shim_errors(handler):
+    """The shim's convention: a result >= 0, or -errno."""
+    @functools.wraps(handler)
+    def wrapper(*args):
+        try:
+            return handler(*args)
+        except OSError as e:
+            return -e.errno
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            return -errno.EIO
+    return wrapper
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, namespace: Namespace, store, options):
+        super().__init__()
+        self.ns = namespace
+        self.store = store
+        self.options = options
+        self._dirs = {}        # directory handle -> snapshot of entries
+        self._next_dir_handle = 1
+
+    # Attributes ---------------------------------------------------------
+
+    def _attr(self, inode):
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode.id
+        attr.generation = 0
+        attr.entry_timeout = CACHE_TIMEOUT
+        attr.attr_timeout = CACHE_TIMEOUT
+        attr.st_mode = inode.mode
+        attr.st_nlink = inode.nlink
+        attr.st_uid = inode.uid
+        attr.st_gid = inode.gid
+        attr.st_rdev = inode.rdev
+        if inode.is_dir:
+            attr.st_size = (len(inode.entries) + 2) * 20  # as tmpfs counts
+        else:
+            attr.st_size = inode.size
+        attr.st_blksize = BLOCK
+        attr.st_blocks = len(inode.extents) * (CHUNK // 512) if inode.extents is not None else 0
+        attr.st_atime_ns = inode.atime_ns
+        attr.st_mtime_ns = inode.mtime_ns
+        attr.st_ctime_ns = inode.ctime_ns
+        return attr
+
+    def _entry(self, inode):
+        """Reply to a request that gives the kernel a new reference."""
+        inode.lookups += 1
+        return self._attr(inode)
+
+    def _release_if_unused(self, inode):
+        if self.ns.drop_if_unused(inode) and inode.extents is not None:
+            self.store.free_all(inode.extents)
+
+    @fuse_errors
+    def getattr(self, inode_id, ctx=None):
+        return self._attr(self.ns[inode_id])
+
+    @fuse_errors
+    def setattr(self, inode_id, attr, fields, fh, ctx):
+        inode = self.ns[inode_id]
+        if fields.update_size:
+            if inode.is_dir:
+                raise OSError(errno.EISDIR, "is a directory")
+            if attr.st_size < inode.size:
+                self.store.truncate(inode.extents, attr.st_size)
+            inode.size = attr.st_size
+            inode.touch()
+        if fields.update_mode:
+            inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            inode.uid = attr.st_uid
+        if fields.update_gid:
+            inode.gid = attr.st_gid
+        if fields.update_atime:
+            inode.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            inode.mtime_ns = attr.st_mtime_ns
+        inode.touch(modified=False)
+        if fields.update_ctime:
+            inode.ctime_ns = attr.st_ctime_ns
+        return self._attr(inode)
+
+    # Names --------------------------------------------------------------
+
+    @fuse_errors
+    def lookup(self, parent_id, name, ctx=None):
+        try:
+            inode = self.ns.lookup(self.ns[parent_id], name)
+        except FileNotFoundError:
+            # A negative entry, which the kernel may cache.
+            attr = pyfuse3.EntryAttributes()
+            attr.st_ino = 0
+            attr.entry_timeout = CACHE_TIMEOUT
+            return attr
+        return self._entry(inode)
+
+    async def forget(self, inode_list):
+        # forget gets no reply, so an error here could only kill the loop.
+        try:
+            for inode_id, count in inode_list:
+                inode = self.ns.inodes.get(inode_id)
+                if inode is not None:
+                    inode.lookups -= count
+                    self._release_if_unused(inode)
+        except Exception:
+            log.exception("forget failed")
+
+    def _make(self, parent_id, name, mode, ctx, rdev=0, target=None):
+        return self.ns.create(self.ns[parent_id], name, mode, ctx.uid, ctx.gid,
+                              rdev, target)
+
+    @fuse_errors
+    def mknod(self, parent_id, name, mode, rdev, ctx):
+        return self._entry(self._make(parent_id, name, mode, ctx, rdev))
+
+    @fuse_errors
+    def mkdir(self, parent_id, name, mode, ctx):
+        return self._entry(self._make(parent_id, name, stat.S_IFDIR | mode, ctx))
+
+    @fuse_errors
+    def symlink(self, parent_id, name, target, ctx):
+        return self._entry(self._make(parent_id, name, stat.S_IFLNK | 0o777, ctx,
+                                      target=target))
+
+    @fuse_errors
+    def create(self, parent_id, name, mode, flags, ctx):
+        inode = self._make(parent_id, name, mode, ctx)
+        return pyfuse3.FileInfo(fh=inode.id, keep_cache=True), self._entry(inode)
+
+    @fuse_errors
+    def readlink(self, inode_id, ctx):
+        inode = self.ns[inode_id]
+        if inode.target is None:
+            raise OSError(errno.EINVAL, "not a symlink")
+        return inode.target
+
+    @fuse_errors
+    def link(self, inode_id, new_parent_id, new_name, ctx):
+        inode = self.ns[inode_id]
+        self.ns.link(inode, self.ns[new_parent_id], new_name)
+        return self._entry(inode)
+
+    @fuse_errors
+    def unlink(self, parent_id, name, ctx):
+        self._release_if_unused(self.ns.unlink(self.ns[parent_id], name))
+
+    @fuse_errors
+    def rmdir(self, parent_id, name, ctx):
+        self._release_if_unused(self.ns.rmdir(self.ns[parent_id], name))
+
+    @fuse_errors
+    def rename(self, old_parent_id, old_name, new_parent_id, new_name, flags, ctx):
+        replaced = self.ns.rename(self.ns[old_parent_id], old_name,
+                                  self.ns[new_parent_id], new_name, flags)
+        if replaced is not None:
+            self._release_if_unused(replaced)
+
+    # Directories --------------------------------------------------------
+
+    @fuse_errors
+    def opendir(self, inode_id, ctx):
+        inode = self.ns[inode_id]
+        if not inode.is_dir:
+            raise OSError(errno.ENOTDIR, "not a directory")
+        handle = self._next_dir_handle
+        self._next_dir_handle += 1
+        self._dirs[handle] = (inode, list(inode.entries.items()))
+        return handle
+
+    @fuse_errors
+    def readdir(self, handle, start, token):
+        directory, entries = self._dirs[handle]
+        for position in range(start, len(entries)):
+            name, inode = entries[position]
+            if directory.entries.get(name) is not inode:
+                continue  # removed since opendir
+            if not pyfuse3.readdir_reply(token, name, self._attr(inode), position + 1):
+                return
+            inode.lookups += 1
+        directory.note_access()
+
+    @fuse_errors
+    def releasedir(self, handle):
+        del self._dirs[handle]
+
+    @fuse_errors
+    def fsyncdir(self, handle, datasync):
+        pass
+
+    # File data ----------------------------------------------------------
+
+    @fuse_errors
+    def open(self, inode_id, flags, ctx):
+        self.ns[inode_id]
+        return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
+
+    @fuse_errors
+    def read(self, inode_id, offset, length):
+        inode = self.ns[inode_id]
+        length = min(length, inode.size - offset)
+        inode.note_access()
+        if length <= 0:
+            return b""
+        return self.store.read(inode.extents, offset, length)
+
+    @fuse_errors
+    def write(self, inode_id, offset, data):
+        inode = self.ns[inode_id]
+        if offset + len(data) > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, "file too large")
+        written = self.store.write(inode.extents, offset, data)
+        inode.size = max(inode.size, offset + written)
+        inode.touch()
+        return written
+
+    @fuse_errors
+    def flush(self, inode_id):
+        pass
+
+    @fuse_errors
+    def fsync(self, inode_id, datasync):
+        pass
+
+    @fuse_errors
+    def release(self, inode_id):
+        pass
+
+    @shim_errors
+    def fallocate(self, inode_id, mode, offset, length):
+        inode = self.ns[inode_id]
+        if inode.extents is None:
+            return -errno.ENODEV
+        if offset < 0 or length <= 0:
+            return -errno.EINVAL
+        if offset + length > MAX_FILE_SIZE:
+            return -errno.EFBIG
+        end = offset + length
+        if mode & ~FALLOC_FL_KEEP_SIZE == 0:
+            self.store.reserve(inode.extents, offset, length)
+        elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+            self.store.punch(inode.extents, offset, length)
+        elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
+            self.store.zero(inode.extents, offset, length)
+        else:
+            return -errno.EOPNOTSUPP
+        if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:
+            inode.size = end
+        inode.touch()
+        return 0
+
+    @shim_errors
+    def lseek(self, inode_id, offset, whence):
+        inode = self.ns[inode_id]
+        if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):
+            return -errno.EINVAL
+        if offset < 0:
+            return -errno.ENXIO
+        if offset >= inode.size:
+            return -errno.ENXIO
+        if whence == SEEK_DATA:
+            found = inode.extents.seek_data(offset)
+            return -errno.ENXIO if found is None or found >= inode.size else found
+        return min(inode.extents.seek_hole(offset), inode.size)
+
+    # Extended attributes ------------------------------------------------
+
+    @fuse_errors
+    def setxattr(self, inode_id, name, value, ctx):
+        if name == STATUS_XATTR:
+            raise OSError(errno.EPERM, "read-only attribute")
+        inode = self.ns[inode_id]
+        if inode.xattrs is None:
+            inode.xattrs = {}
+        inode.xattrs[name] = value
+        inode.touch(modified=False)
+
+    @fuse_errors
+    def getxattr(self, inode_id, name, ctx):
+        inode = self.ns[inode_id]
+        if name == STATUS_XATTR:
+            return json.dumps(self.status(inode)).encode()
+        try:
+            return inode.xattrs[name]
+        except (KeyError, TypeError):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+
+    @fuse_errors
+    def listxattr(self, inode_id, ctx):
+        return list(self.ns[inode_id].xattrs or ())
+
+    @fuse_errors
+    def removexattr(self, inode_id, name, ctx):
+        inode = self.ns[inode_id]
+        try:
+            del inode.xattrs[name]
+        except (KeyError, TypeError):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+        inode.touch(modified=False)
+
+    # The filesystem -----------------------------------------------------
+
+    @fuse_errors
+    def statfs(self, ctx):
+        store = self.store
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = BLOCK
+        data.f_blocks = store.limit * (CHUNK // BLOCK)
+        data.f_bfree = data.f_bavail = (store.limit - store.used) * (CHUNK // BLOCK)
+        data.f_files = self.ns.max_inodes
+        data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - len(self.ns.inodes))
+        data.f_namemax = 255
+        return data
+
+    def status(self, inode):
+        """What `holefs status` shows: the mount for the root, else the file."""
+        if inode is self.ns.root:
+            return self.usage()
+        if inode.extents is None:
+            return {"size": inode.size, "map": []}
+        return {"size": inode.size, "map": self.store.describe(inode.extents, inode.size)}
+
+    def usage(self):
+        store = self.store
+        spill = store.spill
+        return {
+            "size": store.limit * CHUNK,
+            "used": store.used * CHUNK,
+            "ram_used": store.ram.used * CHUNK,
+            "ram_budget": store.ram.capacity * CHUNK,
+            "ram_allocated": store.ram.allocated_bytes(),
+            "spill_used": spill.used * CHUNK if spill else 0,
+            "spill_allocated": spill.allocated_bytes() if spill else 0,
+            "spill_dir": self.options.spill if spill else None,
+            "inodes_used": len(self.ns.inodes),
+            "inodes_free": max(0, self.ns.max_inodes - len(self.ns.inodes)),
+            "chunk": CHUNK,
+            "pid": os.getpid(),
+        }

@@ -1,0 +1,141 @@
+"""Start-up and shut-down of a holefs daemon.
+
+`serve` builds the storage, mounts, tells whoever waits (the parent
+process, or systemd) that the mount is live, and runs pyfuse3's loop in a
+trio nursery beside a signal handler and a status reporter.  An exit stack
+makes sure the mount goes away however serving ends.
+"""
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+
+import pyfuse3
+import trio
+
+from . import _shim
+from .extents import CHUNK
+from .fs import Operations
+from .namespace import Namespace
+from .tiers import Store, open_ram_tier, open_spill_tier
+
+log = logging.getLogger("holefs")
+
+STATUS_INTERVAL = 5.0
+
+
+class MountError(Exception):
+    """A mount that cannot happen; the message is one line for the user."""
+
+
+def check_mountpoint(path):
+    """Refuse a mountpoint that is missing, not a directory, or in use."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"{path}: no such directory") from None
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise MountError(f"{path}: a stale mount is still there; "
+                             f"run 'holefs umount {path}' first") from None
+        raise MountError(f"{path}: {e.strerror}") from None
+    if not os.path.isdir(path):
+        raise MountError(f"{path}: not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path}: something is already mounted there")
+
+
+def build_store(options):
+    """The RAM tier, and the spill tier when ram= is below size=."""
+    ram = open_ram_tier(options.ram // CHUNK)
+    spill = None
+    if options.spills:
+        try:
+            spill = open_spill_tier(options.spill, options.size // CHUNK)
+        except OSError as e:
+            raise MountError(e.strerror) from None
+    return Store(options.size // CHUNK, ram, spill)
+
+
+def notify(message):
+    """Send one sd_notify message, if systemd is listening."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as e:
+            log.warning("cannot notify systemd: %s", e)
+
+
+def format_usage(usage):
+    mib = 1 << 20
+    return (f"used {usage['used'] // mib} MiB of {usage['size'] // mib} MiB; "
+            f"RAM {usage['ram_used'] // mib}/{usage['ram_budget'] // mib} MiB; "
+            f"spill {usage['spill_used'] // mib} MiB; "
+            f"inodes {usage['inodes_used']}")
+
+
+async def _report_status(ops):
+    """Keep systemd's STATUS= line current while serving."""
+    while True:
+        notify("STATUS=" + format_usage(ops.usage()))
+        await trio.sleep(STATUS_INTERVAL)
+
+
+async def _stop_on_signal(cancel_scope):
+    """Unmount cleanly on SIGTERM, SIGINT or SIGHUP."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s received, unmounting", signal.Signals(signum).name)
+            notify("STOPPING=1")
+            pyfuse3.terminate()
+            return
+
+
+async def _run(ops):
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_report_status, ops)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def serve(mountpoint, options, on_ready=lambda: None):
+    """Mount *mountpoint* and serve it until unmounted or signalled."""
+    mountpoint = os.path.abspath(mountpoint)
+    check_mountpoint(mountpoint)
+    store = build_store(options)
+    namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
+    ops = Operations(namespace, store, options)
+    _shim.install(ops.fallocate, ops.lseek)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            pyfuse3.init(ops, mountpoint, options.fuse_options())
+        except RuntimeError:
+            raise MountError(f"{mountpoint}: the FUSE mount failed "
+                             "(see the message from fusermount3 above)") from None
+        stack.callback(_close_session)
+        if not _shim.engaged():
+            raise MountError("the fallocate/lseek shim is not active: "
+                             "pyfuse3 was imported before holefs")
+        log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
+                 options.size >> 20, options.ram >> 20,
+                 options.spill if store.spill else "off")
+        on_ready()
+        notify("READY=1\nSTATUS=" + format_usage(ops.usage()))
+        trio.run(_run, ops)
+    log.info("unmounted %s", mountpoint)
+
+
+def _close_session():
+    """Unmount and close; libfuse skips the unmount if it already happened."""
+    notify("STOPPING=1")
+    pyfuse3.close(unmount=True)

@@ -1,0 +1,234 @@
+"""The tree of inodes: names, links, modes and owners, with tmpfs's rules.
+
+Nothing here knows about FUSE.  Errors are OSError with the errno that the
+caller should see; fs.py turns them into FUSE replies.
+"""
+
+import errno
+import os
+import stat
+import time
+
+from .extents import ExtentMap
+
+ROOT_INODE = 1
+NAME_MAX = 255
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def fail(code):
+    return OSError(code, os.strerror(code))
+
+
+class Inode:
+    """One file, directory, symlink or special file."""
+
+    __slots__ = ("id", "mode", "uid", "gid", "nlink", "size", "rdev",
+                 "atime_ns", "mtime_ns", "ctime_ns", "lookups",
+                 "entries", "parent", "extents", "target", "xattrs")
+
+    def __init__(self, id, mode, uid, gid, rdev=0):
+        now = time.time_ns()
+        self.id = id
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        self.nlink = 2 if stat.S_ISDIR(mode) else 0
+        self.size = 0
+        self.atime_ns = self.mtime_ns = self.ctime_ns = now
+        self.lookups = 0
+        self.entries = {} if stat.S_ISDIR(mode) else None
+        self.parent = None
+        self.extents = ExtentMap() if stat.S_ISREG(mode) else None
+        self.target = None
+        self.xattrs = None
+
+    @property
+    def is_dir(self):
+        return self.entries is not None
+
+    def touch(self, modified=True):
+        """Record a change: ctime always, mtime too when data changed."""
+        now = time.time_ns()
+        self.ctime_ns = now
+        if modified:
+            self.mtime_ns = now
+
+    def note_access(self):
+        """Update atime as relatime does: only when it is behind."""
+        if self.atime_ns <= self.mtime_ns or self.atime_ns <= self.ctime_ns:
+            self.atime_ns = time.time_ns()
+
+
+class Namespace:
+    """All inodes, by number, and the directory tree that names them."""
+
+    def __init__(self, max_inodes, root_mode, uid, gid):
+        self.max_inodes = max_inodes
+        self.inodes = {}
+        self._next_id = ROOT_INODE
+        root = self._new(root_mode | stat.S_IFDIR, uid, gid)
+        root.parent = root
+        self.root = root
+
+    def __getitem__(self, id):
+        try:
+            return self.inodes[id]
+        except KeyError:
+            raise fail(errno.ESTALE) from None
+
+    def lookup(self, parent, name):
+        if name == b".":
+            return parent
+        if name == b"..":
+            return parent.parent
+        try:
+            return parent.entries[name]
+        except KeyError:
+            raise fail(errno.ENOENT) from None
+
+    def create(self, parent, name, mode, uid, gid, rdev=0, target=None):
+        """Make a new inode named *name* in *parent*."""
+        self._check_new_name(parent, name)
+        if len(self.inodes) >= self.max_inodes:
+            raise fail(errno.ENOSPC)
+        if parent.mode & stat.S_ISGID:
+            # As tmpfs does: inherit the group, and directories the bit.
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        inode = self._new(mode, uid, gid, rdev)
+        inode.target = target
+        if target is not None:
+            inode.size = len(target)
+        self._attach(parent, name, inode)
+        return inode
+
+    def link(self, inode, parent, name):
+        if inode.is_dir:
+            raise fail(errno.EPERM)
+        self._check_new_name(parent, name)
+        self._attach(parent, name, inode)
+        inode.touch(modified=False)
+
+    def unlink(self, parent, name):
+        inode = self.lookup(parent, name)
+        if inode.is_dir:
+            raise fail(errno.EISDIR)
+        self._detach(parent, name, inode)
+        return inode
+
+    def rmdir(self, parent, name):
+        if name == b".":
+            raise fail(errno.EINVAL)
+        if name == b"..":
+            raise fail(errno.ENOTEMPTY)
+        inode = self.lookup(parent, name)
+        if not inode.is_dir:
+            raise fail(errno.ENOTDIR)
+        if inode.entries:
+            raise fail(errno.ENOTEMPTY)
+        self._detach(parent, name, inode)
+        return inode
+
+    def rename(self, old_parent, old_name, new_parent, new_name, flags=0):
+        """Rename with rename(2)'s rules; return an inode that lost its name."""
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
+                flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+            raise fail(errno.EINVAL)
+        if len(new_name) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG)
+        inode = self.lookup(old_parent, old_name)
+        target = new_parent.entries.get(new_name)
+        if inode.is_dir and self._is_ancestor(inode, new_parent):
+            raise fail(errno.EINVAL)
+        if flags & RENAME_EXCHANGE:
+            if target is None:
+                raise fail(errno.ENOENT)
+            if target.is_dir and self._is_ancestor(target, old_parent):
+                raise fail(errno.EINVAL)
+            self._exchange(old_parent, old_name, inode, new_parent, new_name, target)
+            return None
+        if target is inode:
+            return None
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise fail(errno.EEXIST)
+            if inode.is_dir and not target.is_dir:
+                raise fail(errno.ENOTDIR)
+            if target.is_dir:
+                if not inode.is_dir:
+                    raise fail(errno.EISDIR)
+                if target.entries:
+                    raise fail(errno.ENOTEMPTY)
+            self._detach(new_parent, new_name, target)
+        self._detach(old_parent, old_name, inode, gone=False)
+        self._attach(new_parent, new_name, inode)
+        inode.touch(modified=False)
+        return target
+
+    def drop_if_unused(self, inode):
+        """Forget an inode that has neither names nor kernel references."""
+        if inode.nlink == 0 and inode.lookups <= 0 and inode.id != ROOT_INODE:
+            self.inodes.pop(inode.id, None)
+            return True
+        return False
+
+    def _new(self, mode, uid, gid, rdev=0):
+        inode = Inode(self._next_id, mode, uid, gid, rdev)
+        self._next_id += 1
+        self.inodes[inode.id] = inode
+        return inode
+
+    def _check_new_name(self, parent, name):
+        if len(name) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG)
+        if parent.nlink == 0:
+            raise fail(errno.ENOENT)
+        if name in (b".", b"..") or name in parent.entries:
+            raise fail(errno.EEXIST)
+
+    def _attach(self, parent, name, inode):
+        parent.entries[name] = inode
+        if inode.is_dir:
+            inode.parent = parent
+            parent.nlink += 1
+        else:
+            inode.nlink += 1
+        parent.touch()
+
+    def _detach(self, parent, name, inode, gone=True):
+        """Remove a name; *gone* is False when the inode moves elsewhere."""
+        del parent.entries[name]
+        if inode.is_dir:
+            parent.nlink -= 1
+            if gone:
+                inode.nlink = 0
+        else:
+            inode.nlink -= 1
+        inode.touch(modified=False)
+        parent.touch()
+
+    def _exchange(self, old_parent, old_name, inode, new_parent, new_name, target):
+        old_parent.entries[old_name] = target
+        new_parent.entries[new_name] = inode
+        for moved, parent in ((inode, new_parent), (target, old_parent)):
+            if moved.is_dir and moved.parent is not parent:
+                moved.parent.nlink -= 1
+                moved.parent = parent
+                parent.nlink += 1
+            moved.touch(modified=False)
+        old_parent.touch()
+        new_parent.touch()
+
+    @staticmethod
+    def _is_ancestor(inode, node):
+        """True if *inode* is *node* or one of its ancestors."""
+        while True:
+            if node is inode:
+                return True
+            if node.parent is node:
+                return False
+            node = node.parent

@@ -1,0 +1,129 @@
+"""Mount options, parsed the way mount(8) and tmpfs users expect."""
+
+import dataclasses
+import grp
+import os
+import pwd
+import re
+
+from .extents import CHUNK
+
+# Options that libfuse's mount code understands and holefs passes through.
+FUSE_FLAGS = {"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
+              "sync", "async", "dirsync", "atime", "noatime", "nodiratime",
+              "relatime", "norelatime", "strictatime", "allow_other"}
+# Options that mount(8), fstab or mount.fuse3 may add, and that mean nothing here.
+IGNORED = {"defaults", "auto", "noauto", "user", "nouser", "users", "owner",
+           "_netdev", "nofail", "default_permissions"}
+IGNORED_PREFIXES = ("x-", "comment=")
+
+DEFAULT_SPILL = "/var/tmp"
+SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+class OptionError(ValueError):
+    """A mount option that cannot be used; the message says which and why."""
+
+
+@dataclasses.dataclass
+class MountOptions:
+    size: int
+    nr_inodes: int
+    ram: int
+    mode: int = 0o1777
+    uid: int = 0
+    gid: int = 0
+    spill: str = DEFAULT_SPILL
+    fsname: str = "holefs"
+    debug: bool = False
+    fuse_flags: tuple = ()
+
+    @property
+    def spills(self):
+        """Data beyond ram= goes to a spill file only when ram= < size=."""
+        return self.ram < self.size
+
+    def fuse_options(self):
+        """The option set for pyfuse3.init()."""
+        return {"default_permissions", f"fsname={self.fsname}",
+                "subtype=holefs", *self.fuse_flags}
+
+
+def physical_memory():
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def parse_size(name, text, percent_of=None):
+    """Parse '4G', '512k', '1048576' or, where allowed, '50%'."""
+    match = re.fullmatch(r"(\d+)(%|[kmgtp]?)", text.strip().lower())
+    if not match:
+        raise OptionError(f"{name}={text}: expected a number with an optional "
+                          f"k, m, g, t or p suffix{' or %' if percent_of else ''}")
+    number, suffix = int(match[1]), match[2]
+    if suffix == "%":
+        if percent_of is None:
+            raise OptionError(f"{name}={text}: % is not allowed here")
+        return percent_of * number // 100
+    return number * SUFFIXES[suffix]
+
+
+def round_to_chunk(value):
+    return -(-value // CHUNK) * CHUNK
+
+
+def _parse_id(name, text, lookup):
+    if text.isdigit():
+        return int(text)
+    try:
+        return lookup(text)
+    except KeyError:
+        raise OptionError(f"{name}={text}: no such {'user' if name == 'uid' else 'group'}") from None
+
+
+def parse(text):
+    """Turn a comma-separated -o string into MountOptions."""
+    memory = physical_memory()
+    values = {}
+    flags = []
+    for item in filter(None, (text or "").split(",")):
+        key, eq, value = item.partition("=")
+        if item in FUSE_FLAGS:
+            flags.append(item)
+        elif key in IGNORED or item.startswith(IGNORED_PREFIXES):
+            continue
+        elif key == "debug" and not eq:
+            values["debug"] = True
+        elif key in ("size", "ram", "nr_inodes", "mode", "uid", "gid", "spill", "fsname"):
+            if not eq or not value:
+                raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
+            values[key] = value
+        else:
+            raise OptionError(f"unknown option '{item}' (see holefs mount --help)")
+
+    size = parse_size("size", values.get("size", "50%"), percent_of=memory)
+    if size <= 0:
+        raise OptionError("size= must be larger than 0")
+    size = round_to_chunk(size)
+    ram = round_to_chunk(parse_size("ram", values["ram"], percent_of=memory)) \
+        if "ram" in values else size
+    if ram <= 0:
+        raise OptionError(f"ram= must be at least {CHUNK // 1024}k")
+    if ram > size:
+        raise OptionError(f"ram={values['ram']} is larger than size={values.get('size', size)}")
+    nr_inodes = parse_size("nr_inodes", values.get("nr_inodes", str(memory // 4096 // 2)))
+    if nr_inodes < 1:
+        raise OptionError("nr_inodes= must be at least 1")
+    mode_text = values.get("mode", "1777")
+    if not re.fullmatch(r"[0-7]{1,4}", mode_text):
+        raise OptionError(f"mode={mode_text}: expected octal permission bits, like 1777")
+    return MountOptions(
+        size=size, ram=ram, nr_inodes=nr_inodes, mode=int(mode_text, 8),
+        uid=_parse_id("uid", values["uid"], lambda n: pwd.getpwnam(n).pw_uid)
+        if "uid" in values else os.getuid(),
+        gid=_parse_id("gid", values["gid"], lambda n: grp.getgrnam(n).gr_gid)
+        if "gid" in values else os.getgid(),
+        spill=values.get("spill", DEFAULT_SPILL),
+        fsname=values.get("fsname", "holefs"),
+        debug=values.get("debug", False),
+        fuse_flags=tuple(flags),
+    )
