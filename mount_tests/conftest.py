@@ -1,0 +1,132 @@
+"""Helpers that mount holefs for real and clean up, whatever happens."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
+HELPERS = pathlib.Path(__file__).with_name("helpers")
+MiB = 1 << 20
+
+
+def run_holefs(*args, check=True, **kwargs):
+    return subprocess.run([HOLEFS, *args], capture_output=True, text=True,
+                          check=check, timeout=60, **kwargs)
+
+
+def is_mounted(path):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == str(path) for line in f)
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def force_unmount(path):
+    """Remove a mount even if its daemon is dead or hung."""
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+class Mount:
+    """A live holefs mount, with a view of its daemon from the OS side."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __truediv__(self, name):
+        return self.path / name
+
+    def status(self, path=None):
+        return json.loads(os.getxattr(path or self.path, "holefs.status"))
+
+    @property
+    def pid(self):
+        return self.status()["pid"]
+
+    def tier_fd(self, kind):
+        """The /proc path of the daemon's RAM memfd or spill file."""
+        fd_dir = pathlib.Path(f"/proc/{self.pid}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                target = os.readlink(fd)
+            except FileNotFoundError:
+                continue
+            if kind == "ram" and target.startswith("/memfd:holefs-ram"):
+                return fd
+            if kind == "spill" and target.startswith(self.spill_dir) and "(deleted)" in target:
+                return fd
+        raise AssertionError(f"daemon has no {kind} tier open")
+
+    def tier_blocks(self, kind="ram"):
+        """Bytes the tier really holds, as the kernel counts them."""
+        return os.stat(self.tier_fd(kind)).st_blocks * 512
+
+    def rss(self):
+        with open(f"/proc/{self.pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no Rss line")
+
+    def unmount(self):
+        pid = self.pid if is_mounted(self.path) else None
+        run_holefs("umount", str(self.path))
+        assert not is_mounted(self.path)
+        if pid:
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="daemon exit")
+
+
+@pytest.fixture
+def mount_holefs(tmp_path):
+    """Factory: mount holefs with the given -o options; unmounted afterwards."""
+    mounts = []
+
+    def mount(options="", name="mnt"):
+        path = tmp_path / name
+        path.mkdir(exist_ok=True)
+        args = ["mount", str(path)] + (["-o", options] if options else [])
+        result = run_holefs(*args, check=False)
+        assert result.returncode == 0, result.stderr
+        assert is_mounted(path)
+        m = Mount(path)
+        m.spill_dir = str(tmp_path)
+        mounts.append(m)
+        return m
+
+    yield mount
+    for m in mounts:
+        force_unmount(m.path)
+
+
+@pytest.fixture
+def fs(mount_holefs):
+    """A 256 MiB holefs with everything in RAM."""
+    return mount_holefs("size=256M")
+
+
+@pytest.fixture(scope="session")
+def cprog(tmp_path_factory):
+    """Compile mount_tests/helpers/NAME.c once per session; return its path."""
+    built = {}
+    out = tmp_path_factory.mktemp("cbin")
+
+    def compile(name):
+        if name not in built:
+            exe = out / name
+            subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(exe),
+                            str(HELPERS / f"{name}.c")], check=True)
+            built[name] = str(exe)
+        return built[name]
+
+    return compile

@@ -1,0 +1,61 @@
+"""Mount option parsing, without a mount."""
+
+import pytest
+
+from holefs.extents import CHUNK
+from holefs.options import OptionError, parse, parse_size, physical_memory
+
+
+@pytest.mark.parametrize("text,value", [
+    ("4096", 4096), ("1k", 1024), ("2M", 2 << 20), ("3g", 3 << 30), ("1T", 1 << 40),
+])
+def test_sizes(text, value):
+    assert parse_size("size", text) == value
+
+
+def test_percent_of_ram():
+    assert parse_size("size", "25%", percent_of=1000) == 250
+
+
+def test_defaults_are_tmpfs_defaults():
+    opts = parse("")
+    memory = physical_memory()
+    assert abs(opts.size - memory // 2) <= CHUNK
+    assert opts.ram == opts.size and not opts.spills
+    assert opts.mode == 0o1777
+    assert opts.nr_inodes == memory // 4096 // 2
+
+
+def test_all_options():
+    opts = parse("size=1G,ram=256M,spill=/tmp,nr_inodes=10k,mode=755,uid=0,gid=0,"
+                 "allow_other,fsname=pool,noexec,debug")
+    assert (opts.size, opts.ram, opts.spill, opts.nr_inodes, opts.mode) == \
+        (1 << 30, 256 << 20, "/tmp", 10240, 0o755)
+    assert opts.spills and opts.debug
+    assert {"allow_other", "noexec", "fsname=pool", "default_permissions"} <= \
+        opts.fuse_options()
+
+
+def test_fstab_noise_is_ignored():
+    opts = parse("rw,defaults,nofail,_netdev,x-systemd.automount,size=1M")
+    assert opts.size == 1 << 20
+    assert "rw" in opts.fuse_flags
+
+
+@pytest.mark.parametrize("text,message", [
+    ("size=abc", "size=abc"),
+    ("size=0", "larger than 0"),
+    ("size=10x", "suffix"),
+    ("size", "needs a value"),
+    ("ram=2G,size=1G", "larger than size"),
+    ("nr_inodes=0", "at least 1"),
+    ("nr_inodes=5%", "not allowed"),
+    ("mode=999", "octal"),
+    ("uid=nosuchuser", "no such user"),
+    ("gid=nosuchgroup", "no such group"),
+    ("bogus", "unknown option"),
+    ("bogus=1", "unknown option"),
+])
+def test_bad_options(text, message):
+    with pytest.raises(OptionError, match=message):
+        parse(text)
