@@ -189,17 +189,14 @@ def cmd_umount(args):
                             capture_output=True, text=True)
     if result.returncode == 0:
         return 0
-    try:
-        os.stat(mountpoint)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            return fail(f"umount: {mountpoint}: {e.strerror}")
+    from .mount import is_stale
+
+    if is_stale(mountpoint):
         # The daemon died: detach the dead mount.
-        lazy = subprocess.run(["fusermount3", "-u", "-z", mountpoint],
-                              capture_output=True, text=True)
-        if lazy.returncode == 0:
+        result = subprocess.run(["fusermount3", "-u", "-z", mountpoint],
+                                capture_output=True, text=True)
+        if result.returncode == 0:
             return 0
-        result = lazy
     return fail(f"umount: {result.stderr.strip() or mountpoint + ': not mounted'}")
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 
 import pyfuse3
 import trio
@@ -31,18 +32,31 @@ class MountError(Exception):
     """A mount that cannot happen; the message is one line for the user."""
 
 
+def is_stale(path):
+    """True if *path* is a FUSE mount whose daemon is gone.
+
+    statfs always reaches the daemon, where stat may be answered from the
+    kernel's attribute cache.
+    """
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
 def check_mountpoint(path):
     """Refuse a mountpoint that is missing, not a directory, or in use."""
+    if is_stale(path):
+        raise MountError(f"{path}: a stale mount is still there; "
+                         f"run 'holefs umount {path}' first")
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise MountError(f"{path}: no such directory") from None
     except OSError as e:
-        if e.errno == errno.ENOTCONN:
-            raise MountError(f"{path}: a stale mount is still there; "
-                             f"run 'holefs umount {path}' first") from None
         raise MountError(f"{path}: {e.strerror}") from None
-    if not os.path.isdir(path):
+    if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"{path}: not a directory")
     if os.path.ismount(path):
         raise MountError(f"{path}: something is already mounted there")

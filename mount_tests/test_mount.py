@@ -1,0 +1,156 @@
+"""Mounting and unmounting: the CLI, mount(8), fstab, and the errors."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import MiB, force_unmount, is_mounted, run_holefs, wait_for
+
+
+def test_mount_serves_and_umount_removes(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = run_holefs("mount", str(mnt), "-o", "size=64M")
+    try:
+        assert result.returncode == 0 and result.stdout == ""
+        assert is_mounted(mnt)
+        (mnt / "hello").write_text("world")
+        assert (mnt / "hello").read_text() == "world"
+        st = os.statvfs(mnt)
+        assert st.f_blocks * st.f_frsize == 64 * MiB
+        pid = json.loads(os.getxattr(mnt, "holefs.status"))["pid"]
+        assert run_holefs("umount", str(mnt)).returncode == 0
+        assert not is_mounted(mnt)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="daemon exit")
+    finally:
+        force_unmount(mnt)
+
+
+def test_default_size_is_half_of_ram(mount_holefs):
+    m = mount_holefs()
+    st = os.statvfs(m.path)
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert abs(st.f_blocks * st.f_frsize - memory // 2) < MiB
+
+
+@pytest.mark.parametrize("options,message", [
+    ("bogus", "unknown option 'bogus'"),
+    ("size=12q", "size=12q"),
+    ("ram=2G,size=1G", "larger than size"),
+])
+def test_bad_option_exits_2_with_one_line(tmp_path, options, message):
+    result = run_holefs("mount", str(tmp_path), "-o", options, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not is_mounted(tmp_path)
+
+
+def test_missing_mountpoint(tmp_path):
+    result = run_holefs("mount", str(tmp_path / "nope"), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"holefs: mount: {tmp_path / 'nope'}: no such directory"
+
+
+def test_mountpoint_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_holefs("mount", str(tmp_path / "file"), check=False)
+    assert result.returncode == 1
+    assert "not a directory" in result.stderr
+
+
+def test_second_mount_on_the_same_directory_fails(mount_holefs):
+    m = mount_holefs("size=16M")
+    result = run_holefs("mount", str(m.path), check=False)
+    assert result.returncode == 1
+    assert "already mounted" in result.stderr
+    assert (m / "x").write_text("still served") > 0
+
+
+def test_umount_cleans_up_after_a_killed_daemon(mount_holefs):
+    m = mount_holefs("size=16M")
+    os.kill(m.pid, signal.SIGKILL)
+    wait_for(lambda: _stat_errno(m.path) is not None, what="dead mount")
+    assert _stat_errno(m.path) == "ENOTCONN"
+    refused = run_holefs("mount", str(m.path), check=False)
+    assert refused.returncode == 1 and "holefs umount" in refused.stderr
+    assert run_holefs("umount", str(m.path)).returncode == 0
+    assert not is_mounted(m.path)
+    again = mount_holefs("size=16M")
+    (again / "f").write_bytes(b"fresh")
+    assert (again / "f").read_bytes() == b"fresh"
+
+
+def _stat_errno(path):
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    return None
+
+
+def test_umount_of_something_not_mounted_fails(tmp_path):
+    result = run_holefs("umount", str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("holefs: umount:")
+
+
+def test_mount_t_fuse_holefs(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "fuse.holefs", "none", str(mnt), "-o", "size=1G"],
+                       check=True, timeout=30)
+        assert is_mounted(mnt)
+        assert os.statvfs(mnt).f_blocks * 4096 == 1 << 30
+        (mnt / "f").write_text("via mount(8)")
+        assert (mnt / "f").read_text() == "via mount(8)"
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        force_unmount(mnt)
+    assert not is_mounted(mnt)
+
+
+def test_fstab_line(tmp_path):
+    mnt = tmp_path / "pool"
+    mnt.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"pool {mnt} fuse.holefs size=32M,ram=16M,spill={tmp_path},nofail 0 0\n")
+    try:
+        subprocess.run(["mount", "-T", str(fstab), str(mnt)], check=True, timeout=30)
+        assert is_mounted(mnt)
+        with open("/proc/mounts") as f:
+            line = next(line for line in f if line.split()[1] == str(mnt))
+        assert line.split()[0] == "pool" and line.split()[2] == "fuse.holefs"
+        status = json.loads(os.getxattr(mnt, "holefs.status"))
+        assert status["size"] == 32 * MiB and status["ram_budget"] == 16 * MiB
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        force_unmount(mnt)
+
+
+def test_help_documents_options():
+    out = run_holefs("mount", "--help").stdout
+    for word in ("size=", "nr_inodes=", "mode=", "uid=", "gid=", "ram=", "spill=",
+                 "/var/tmp", "allow_other", "fsname="):
+        assert word in out
+
+
+def test_status_of_mount_and_file(fs):
+    (fs / "f").write_bytes(b"x" * 100)
+    table = run_holefs("status", str(fs.path)).stdout
+    assert "size" in table and "256.0 MiB" in table and "inodes" in table
+    data = json.loads(run_holefs("status", "--json", str(fs.path)).stdout)
+    assert data["used"] == 64 * 1024 and data["inodes_used"] == 2
+    file_map = json.loads(run_holefs("status", "--json", str(fs / "f")).stdout)
+    assert file_map["map"] == [{"where": "ram", "start": 0, "length": 64 * 1024}]
+
+
+def test_status_outside_holefs(tmp_path):
+    result = run_holefs("status", str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "not on a holefs mount" in result.stderr
