@@ -29,6 +29,7 @@ typedef struct fuse_session *(*session_new_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t, void *);
 
 static struct fuse_lowlevel_ops patched_ops;
+static void (*pyfuse3_init)(void *userdata, struct fuse_conn_info *conn);
 static PyObject *fallocate_cb;
 static PyObject *lseek_cb;
 static int engaged;
@@ -81,6 +82,15 @@ static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         fuse_reply_lseek(req, (off_t)ret);
 }
 
+/* Every change reaches holefs through the kernel, so the kernel's page cache
+ * is never stale; auto_inval_data would only throw it away whenever it sees
+ * a new mtime, which is after every write. */
+static void shim_init(void *userdata, struct fuse_conn_info *conn)
+{
+    pyfuse3_init(userdata, conn);
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
 struct fuse_session *fuse_session_new(struct fuse_args *args,
                                       const struct fuse_lowlevel_ops *op,
                                       size_t op_size, void *userdata)
@@ -97,6 +107,8 @@ struct fuse_session *fuse_session_new(struct fuse_args *args,
            op_size < sizeof patched_ops ? op_size : sizeof patched_ops);
     patched_ops.fallocate = shim_fallocate;
     patched_ops.lseek = shim_lseek;
+    pyfuse3_init = patched_ops.init;
+    patched_ops.init = shim_init;
     engaged = 1;
     return real(args, &patched_ops, sizeof patched_ops, userdata);
 }

@@ -254,7 +254,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     def open(self, inode_id, flags, ctx):
-        self.ns[inode_id]
+        inode = self.ns[inode_id]
+        if flags & os.O_TRUNC and inode.size:
+            # libfuse asks the kernel for atomic O_TRUNC: ours to do.
+            self.store.truncate(inode.extents, 0)
+            inode.size = 0
+            inode.touch()
         return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
 
     @fuse_errors
@@ -370,7 +375,7 @@ class Operations(pyfuse3.Operations):
         data.f_blocks = store.limit * (CHUNK // BLOCK)
         data.f_bfree = data.f_bavail = (store.limit - store.used) * (CHUNK // BLOCK)
         data.f_files = self.ns.max_inodes
-        data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - len(self.ns.inodes))
+        data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - self.ns.used_inodes)
         data.f_namemax = 255
         return data
 
@@ -394,8 +399,8 @@ class Operations(pyfuse3.Operations):
             "spill_used": spill.used * CHUNK if spill else 0,
             "spill_allocated": spill.allocated_bytes() if spill else 0,
             "spill_dir": self.options.spill if spill else None,
-            "inodes_used": len(self.ns.inodes),
-            "inodes_free": max(0, self.ns.max_inodes - len(self.ns.inodes)),
+            "inodes_used": self.ns.used_inodes,
+            "inodes_free": max(0, self.ns.max_inodes - self.ns.used_inodes),
             "chunk": CHUNK,
             "pid": os.getpid(),
         }

@@ -140,10 +140,10 @@ def serve(mountpoint, options, on_ready=lambda: None):
         if not _shim.engaged():
             raise MountError("the fallocate/lseek shim is not active: "
                              "pyfuse3 was imported before holefs")
+        on_ready()
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
                  options.spill if store.spill else "off")
-        on_ready()
         notify("READY=1\nSTATUS=" + format_usage(ops.usage()))
         trio.run(_run, ops)
     log.info("unmounted %s", mountpoint)

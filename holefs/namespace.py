@@ -68,10 +68,21 @@ class Namespace:
     def __init__(self, max_inodes, root_mode, uid, gid):
         self.max_inodes = max_inodes
         self.inodes = {}
+        self._orphans = 0  # unlinked inodes that the kernel still references
         self._next_id = ROOT_INODE
         root = self._new(root_mode | stat.S_IFDIR, uid, gid)
         root.parent = root
         self.root = root
+
+    @property
+    def used_inodes(self):
+        """Inodes that have a name, as tmpfs counts them.
+
+        An unlinked inode stays until the kernel forgets it, which it does
+        a little later; counting it would make nr_inodes fill up for a
+        moment after every unlink.
+        """
+        return len(self.inodes) - self._orphans
 
     def __getitem__(self, id):
         try:
@@ -92,7 +103,7 @@ class Namespace:
     def create(self, parent, name, mode, uid, gid, rdev=0, target=None):
         """Make a new inode named *name* in *parent*."""
         self._check_new_name(parent, name)
-        if len(self.inodes) >= self.max_inodes:
+        if self.used_inodes >= self.max_inodes:
             raise fail(errno.ENOSPC)
         if parent.mode & stat.S_ISGID:
             # As tmpfs does: inherit the group, and directories the bit.
@@ -171,8 +182,9 @@ class Namespace:
 
     def drop_if_unused(self, inode):
         """Forget an inode that has neither names nor kernel references."""
-        if inode.nlink == 0 and inode.lookups <= 0 and inode.id != ROOT_INODE:
-            self.inodes.pop(inode.id, None)
+        if inode.nlink == 0 and inode.lookups <= 0 and inode.id in self.inodes:
+            del self.inodes[inode.id]
+            self._orphans -= 1
             return True
         return False
 
@@ -208,6 +220,8 @@ class Namespace:
                 inode.nlink = 0
         else:
             inode.nlink -= 1
+        if inode.nlink == 0:
+            self._orphans += 1
         inode.touch(modified=False)
         parent.touch()
 

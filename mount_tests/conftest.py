@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -89,11 +91,17 @@ class Mount:
 
 @pytest.fixture
 def mount_holefs(tmp_path):
-    """Factory: mount holefs with the given -o options; unmounted afterwards."""
+    """Factory: mount holefs with the given -o options; unmounted afterwards.
+
+    Mountpoints live in a world-readable directory, so that tests can
+    reach them as an unprivileged user.
+    """
     mounts = []
+    base = pathlib.Path(tempfile.mkdtemp(prefix="holefs-test-"))
+    base.chmod(0o755)
 
     def mount(options="", name="mnt"):
-        path = tmp_path / name
+        path = base / name
         path.mkdir(exist_ok=True)
         args = ["mount", str(path)] + (["-o", options] if options else [])
         result = run_holefs(*args, check=False)
@@ -107,6 +115,7 @@ def mount_holefs(tmp_path):
     yield mount
     for m in mounts:
         force_unmount(m.path)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
