@@ -308,7 +308,7 @@ class Operations(pyfuse3.Operations):
         elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
             self.store.punch(inode.extents, offset, length)
         elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
-            self.store.zero(inode.extents, offset, length)
+            self.store.reserve(inode.extents, offset, length, zero=True)
         else:
             return -errno.EOPNOTSUPP
         if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:

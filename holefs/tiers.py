@@ -129,35 +129,39 @@ class Store:
         view = memoryview(data)
         pos = 0
         for piece in emap.pieces(offset, len(data)):
-            loc = piece.location
-            if loc is None:
-                try:
+            try:
+                loc = piece.location
+                if loc is None:
                     loc = self._allocate(emap, piece.index)
-                except NoSpace:
-                    if pos:
-                        return pos
-                    raise
-            tier, slot = self._resolve(loc)
-            tier.write(slot, piece.start, view[pos:pos + piece.length])
+                tier, slot = self._resolve(loc)
+                tier.write(slot, piece.start, view[pos:pos + piece.length])
+            except OSError:
+                # Out of room, under size= or on the spill disk: a short
+                # write if anything fit, as write(2) promises.
+                if pos:
+                    return pos
+                raise
             pos += piece.length
         return pos
 
-    def reserve(self, emap, offset, length):
-        """Allocate every hole chunk of the range, all or nothing."""
+    def reserve(self, emap, offset, length, zero=False):
+        """Allocate every hole chunk of the range, all or nothing.
+
+        With *zero*, also zero what is already allocated there, in place,
+        so that the tier gives back those pages or blocks.
+        """
         if self.used + emap.missing(offset, length) > self.limit:
             raise NoSpace()
         for piece in emap.pieces(offset, length):
             if piece.location is None:
                 self._allocate(emap, piece.index)
+            elif zero:
+                tier, slot = self._resolve(piece.location)
+                tier.zero(slot, piece.start, piece.length)
 
     def punch(self, emap, offset, length):
         freed, partial = emap.cut(offset, length)
         self._release(freed, partial)
-
-    def zero(self, emap, offset, length):
-        """Make the range read zeros and leave it allocated."""
-        self.punch(emap, offset, length)
-        self.reserve(emap, offset, length)
 
     def truncate(self, emap, size):
         freed, partial = emap.truncate(size)
