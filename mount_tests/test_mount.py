@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -154,3 +155,19 @@ def test_status_outside_holefs(tmp_path):
     result = run_holefs("status", str(tmp_path), check=False)
     assert result.returncode == 1
     assert "not on a holefs mount" in result.stderr
+
+
+def test_mount_refuses_to_run_without_the_shim(tmp_path):
+    """With pyfuse3 loaded first, fallocate and lseek would be lost: refuse."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code = ("import sys, pyfuse3, holefs.cli; "
+            "sys.exit(holefs.cli.main(['mount', '-f', sys.argv[1]]))")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(mnt)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "shim is not active" in result.stderr
+        assert not is_mounted(mnt)
+    finally:
+        force_unmount(mnt)
