@@ -21,6 +21,7 @@ class Worker:
     def __init__(self, exe, path, private=False):
         self.proc = subprocess.Popen([exe, str(path), str(POOL)] + (["private"] if private else []),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self("msync") == "ok"  # the file and the mapping exist now
 
     def __call__(self, *words):
         self.proc.stdin.write(" ".join(map(str, words)) + "\n")
