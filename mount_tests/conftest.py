@@ -14,11 +14,21 @@ import pytest
 HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
 MiB = 1 << 20
+NOBODY = 65534
 
 
 def run_holefs(*args, check=True, **kwargs):
     return subprocess.run([HOLEFS, *args], capture_output=True, text=True,
                           check=check, timeout=60, **kwargs)
+
+
+def as_nobody(*cmd):
+    """Run a command as an unprivileged user, as a separate process."""
+    def drop():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    return subprocess.run(cmd, preexec_fn=drop, capture_output=True, text=True, timeout=30)
 
 
 def is_mounted(path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import MiB, force_unmount, is_mounted, run_holefs, wait_for
+from conftest import HOLEFS, MiB, as_nobody, force_unmount, is_mounted, run_holefs, wait_for
 
 
 def test_mount_serves_and_umount_removes(tmp_path):
@@ -149,6 +149,17 @@ def test_status_of_mount_and_file(fs):
     assert data["used"] == 64 * 1024 and data["inodes_used"] == 2
     file_map = json.loads(run_holefs("status", "--json", str(fs / "f")).stdout)
     assert file_map["map"] == [{"where": "ram", "start": 0, "length": 64 * 1024}]
+
+
+def test_status_needs_no_root(mount_holefs):
+    m = mount_holefs("size=16M,allow_other")
+    (m / "mine").write_bytes(b"x")
+    os.chmod(m / "mine", 0o644)
+    result = as_nobody(HOLEFS, "status", "--json", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["inodes_used"] == 2
+    result = as_nobody(HOLEFS, "status", str(m / "mine"))
+    assert result.returncode == 0 and "ram" in result.stdout
 
 
 def test_status_outside_holefs(tmp_path):

@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from conftest import MiB
+from conftest import NOBODY, MiB, as_nobody
 
 CHUNK = 64 * 1024
-NOBODY = 65534
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -24,15 +23,6 @@ def renameat2(old, new, flags):
     if libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-
-
-def as_nobody(*cmd):
-    """Run a command as an unprivileged user, as a separate process."""
-    def drop():
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-    return subprocess.run(cmd, preexec_fn=drop, capture_output=True, text=True, timeout=30)
 
 
 def test_file_types(fs):
