@@ -122,9 +122,8 @@ class Operations(pyfuse3.Operations):
     def setattr(self, inode_id, attr, fields, fh, ctx):
         inode = self.ns[inode_id]
         if fields.update_size:
-            if inode.is_dir:
-                raise OSError(errno.EISDIR, "is a directory")
-            if attr.st_size < inode.size:
+            if attr.st_size <= inode.size:
+                # As tmpfs does, this also drops space reserved past EOF.
                 self.store.truncate(inode.extents, attr.st_size)
             inode.size = attr.st_size
             inode.touch()
