@@ -182,3 +182,9 @@ def test_mount_refuses_to_run_without_the_shim(tmp_path):
         assert not is_mounted(mnt)
     finally:
         force_unmount(mnt)
+
+
+def test_readahead_is_raised_to_a_full_request(fs):
+    dev = os.stat(fs.path).st_dev
+    knob = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    wait_for(lambda: open(knob).read().strip() == "1024", what="readahead raised")
