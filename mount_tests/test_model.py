@@ -1,0 +1,397 @@
+"""A model-based random test: the real mount against a byte-exact model.
+
+Each run draws operations from random.Random(seed): writes anywhere,
+including far past EOF; reads; truncates up and down; every fallocate mode
+that holefs supports; MAP_SHARED writes and reads; SEEK_DATA/SEEK_HOLE;
+reopen with and without O_TRUNC; rename, link and unlink, with descriptors
+left open on unlinked files; and dropping the page cache, so that reads
+reach the daemon.  The same operations go to an in-memory model in which
+hard links share one bytearray, and the two are compared all along.
+
+It runs in two modes: everything in RAM, and a 64 KiB RAM budget that
+sends nearly every chunk through the spill file and back.
+
+CI runs a few seeds.  To run millions of operations locally:
+
+    HOLEFS_MODEL_SEEDS=0-999 HOLEFS_MODEL_OPS=2000 \\
+        .venv/bin/python -m pytest -q mount_tests/test_model.py
+
+HOLEFS_MODEL_SEEDS takes '7', '0-999' or '1,5,20-30'.  A failure names the
+mode, the seed and the operation index, lists the last operations, and
+prints the command that replays that one case.
+"""
+
+import collections
+import contextlib
+import errno
+import mmap
+import os
+import random
+
+import pytest
+
+from conftest import MiB
+from holefs import _shim
+
+CHUNK = 64 * 1024
+BLOCKS_PER_CHUNK = CHUNK // 512
+MAX_SIZE = 8 * MiB  # files stay below this, so that a run stays fast
+NAMES = ["a", "b", "c", "d/e", "d/f"]  # d/ makes some renames cross directories
+KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
+FALLOC_MODES = [0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE, ZERO_RANGE | KEEP_SIZE]
+MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}"}
+MAX_OPEN = 4
+
+
+def parse_seeds(text):
+    """'7', '0-999' or '1,5,20-30' -> a list of seeds."""
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        seeds.extend(range(int(first), int(last or first) + 1))
+    return seeds
+
+
+SEEDS = parse_seeds(os.environ.get("HOLEFS_MODEL_SEEDS", "0-2"))
+OPS = int(os.environ.get("HOLEFS_MODEL_OPS", "300"))
+
+
+class File:
+    """The model of one inode: its bytes, and how far fallocate reserved past EOF."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.reserved_end = 0
+
+    def write(self, offset, buf):
+        if offset > len(self.data):
+            self.data.extend(bytes(offset - len(self.data)))
+        self.data[offset:offset + len(buf)] = buf
+
+    def resize(self, size):
+        if size <= len(self.data):
+            del self.data[size:]
+            # As tmpfs, holefs drops every chunk past the new end, reserved ones too.
+            self.reserved_end = 0
+        else:
+            self.data.extend(bytes(size - len(self.data)))
+
+    def zero(self, offset, end):
+        end = min(end, len(self.data))
+        if offset < end:
+            self.data[offset:end] = bytes(end - offset)
+
+    def fallocate(self, mode, offset, length):
+        end = offset + length
+        if mode & (PUNCH_HOLE | ZERO_RANGE):
+            self.zero(offset, end)
+        if mode & KEEP_SIZE:
+            if not mode & PUNCH_HOLE and end > len(self.data):
+                self.reserved_end = max(self.reserved_end, end)
+        elif end > len(self.data):
+            self.resize(end)
+
+    def block_bounds(self):
+        """st_blocks must cover every chunk holding a nonzero byte, and no
+        chunk beyond the size or the reservations past it."""
+        data = self.data
+        least = sum(1 for i in range(0, len(data), CHUNK)
+                    if data.count(0, i, i + CHUNK) != min(CHUNK, len(data) - i))
+        most = -(-max(len(data), self.reserved_end) // CHUNK)
+        return least * BLOCKS_PER_CHUNK, most * BLOCKS_PER_CHUNK
+
+
+def first_difference(got, want):
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"first difference at +{i}: got {a:#04x}, want {b:#04x}"
+    return f"length {len(got)}, want {len(want)}"
+
+
+class Run:
+    """One seeded sequence of operations against a mount and the model."""
+
+    def __init__(self, root, seed, rng):
+        self.root = root
+        self.seed = seed
+        self.rng = rng
+        self.files = {}                          # name -> File; links share one
+        self.open = []                           # [fd, File, label]
+        self.history = collections.deque(maxlen=12)
+
+    def path(self, name):
+        return self.root / name
+
+    def note(self, text):
+        self.history.append(text)
+
+    # Choosing arguments ---------------------------------------------------
+
+    def offset(self, size):
+        """Often near EOF or a chunk edge, sometimes far past EOF."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.3:
+            offset = rng.randrange(size + 1)
+        elif r < 0.55:
+            offset = rng.randrange(size // CHUNK + 2) * CHUNK + rng.randint(-3, 3)
+        elif r < 0.75:
+            offset = size + rng.randint(-4096, 4096)
+        else:
+            offset = rng.randrange(MAX_SIZE)
+        return min(max(offset, 0), MAX_SIZE - 1)
+
+    def length(self, offset):
+        rng = self.rng
+        r = rng.random()
+        if r < 0.4:
+            n = rng.randint(1, 4096)
+        elif r < 0.7:
+            n = rng.randint(1, 3 * CHUNK)
+        elif r < 0.85:
+            n = CHUNK * rng.randint(1, 8)
+        else:
+            n = rng.randint(1, MiB)
+        return min(n, MAX_SIZE - offset)
+
+    def payload(self, n):
+        """Random bytes, or now and then zeros, which must still read back."""
+        return bytes(n) if self.rng.random() < 0.1 else self.rng.randbytes(n)
+
+    @contextlib.contextmanager
+    def target(self):
+        """An open descriptor from the pool, or a fresh one on a name."""
+        if self.open and self.rng.random() < 0.6:
+            fd, f, label = self.rng.choice(self.open)
+            yield fd, f, label
+            return
+        name = self.rng.choice(NAMES)
+        f = self.files.setdefault(name, File())
+        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            yield fd, f, name
+        finally:
+            os.close(fd)
+
+    # Operations -----------------------------------------------------------
+
+    def op_write(self):
+        with self.target() as (fd, f, label):
+            offset = self.offset(len(f.data))
+            buf = self.payload(self.length(offset))
+            self.note(f"pwrite {label} offset={offset} length={len(buf)}")
+            assert os.pwrite(fd, buf, offset) == len(buf), "short write"
+            f.write(offset, buf)
+
+    def op_read(self):
+        with self.target() as (fd, f, label):
+            offset = self.offset(len(f.data))
+            n = self.length(offset)
+            self.note(f"pread {label} offset={offset} length={n}")
+            got, want = os.pread(fd, n, offset), bytes(f.data[offset:offset + n])
+            assert got == want, f"pread differs: {first_difference(got, want)}"
+
+    def op_truncate(self):
+        with self.target() as (fd, f, label):
+            size = len(f.data)
+            size = self.rng.choice([0, self.rng.randrange(size + 1), size + 1,
+                                    self.rng.randrange(MAX_SIZE),
+                                    self.rng.randrange(size // CHUNK + 2) * CHUNK])
+            self.note(f"ftruncate {label} {size}")
+            os.ftruncate(fd, size)
+            f.resize(size)
+
+    def op_fallocate(self):
+        with self.target() as (fd, f, label):
+            mode = self.rng.choice(FALLOC_MODES)
+            offset = self.offset(len(f.data))
+            n = self.length(offset)
+            self.note(f"fallocate {label} mode={mode:#x} offset={offset} length={n}")
+            _shim.fallocate(fd, mode, offset, n)
+            f.fallocate(mode, offset, n)
+
+    def mapped(self, fd, f):
+        """A MAP_SHARED mapping of the whole file (None if it is empty)."""
+        if not f.data:
+            return contextlib.nullcontext()
+        return mmap.mmap(fd, len(f.data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def op_mmap_write(self):
+        with self.target() as (fd, f, label), self.mapped(fd, f) as m:
+            if m is None:
+                self.note(f"mmap write {label}: empty, skipped")
+                return
+            offset = self.rng.randrange(len(f.data))
+            buf = self.payload(min(self.length(offset), len(f.data) - offset))
+            self.note(f"mmap write {label} offset={offset} length={len(buf)}")
+            m[offset:offset + len(buf)] = buf
+            m.flush()
+            f.write(offset, buf)
+
+    def op_mmap_read(self):
+        with self.target() as (fd, f, label), self.mapped(fd, f) as m:
+            if m is None:
+                self.note(f"mmap read {label}: empty, skipped")
+                return
+            offset = self.rng.randrange(len(f.data))
+            n = self.length(offset)
+            self.note(f"mmap read {label} offset={offset} length={n}")
+            got, want = m[offset:offset + n], bytes(f.data[offset:offset + n])
+            assert got == want, f"mmap read differs: {first_difference(got, want)}"
+
+    def op_seek(self):
+        with self.target() as (fd, f, label):
+            offset = self.offset(len(f.data))
+            self.note(f"SEEK_DATA/SEEK_HOLE {label} offset={offset}")
+            check_seek(fd, f.data, offset)
+
+    def op_open(self):
+        name = self.rng.choice(NAMES)
+        trunc = self.rng.random() < 0.2
+        self.note(f"open {name}{' O_TRUNC' if trunc else ''}")
+        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | (os.O_TRUNC if trunc else 0))
+        f = self.files.setdefault(name, File())
+        if trunc and f.data:  # O_TRUNC of an empty file changes nothing
+            f.resize(0)
+        self.open.append([fd, f, f"fd{fd}({name})"])
+        if len(self.open) > MAX_OPEN:
+            self.op_close()
+
+    def op_close(self):
+        if self.open:
+            fd, _, label = self.open.pop(self.rng.randrange(len(self.open)))
+            self.note(f"close {label}")
+            os.close(fd)
+
+    def op_rename(self):
+        if not self.files:
+            return
+        old, new = self.rng.choice(sorted(self.files)), self.rng.choice(NAMES)
+        self.note(f"rename {old} -> {new}")
+        os.rename(self.path(old), self.path(new))
+        if self.files.get(new) is not self.files[old]:
+            # Links to one inode: rename(2) does nothing at all.
+            self.files[new] = self.files.pop(old)
+
+    def op_link(self):
+        if not self.files:
+            return
+        old, new = self.rng.choice(sorted(self.files)), self.rng.choice(NAMES)
+        self.note(f"link {old} -> {new}")
+        if new in self.files:
+            with pytest.raises(FileExistsError):
+                os.link(self.path(old), self.path(new))
+        else:
+            os.link(self.path(old), self.path(new))
+            self.files[new] = self.files[old]
+
+    def op_unlink(self):
+        if not self.files:
+            return
+        name = self.rng.choice(sorted(self.files))
+        self.note(f"unlink {name}")
+        os.unlink(self.path(name))
+        del self.files[name]
+
+    def op_drop_cache(self):
+        """Forget cached pages, so that the next reads come from the daemon."""
+        with self.target() as (fd, f, label):
+            self.note(f"drop page cache of {label}")
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def op_check(self):
+        """Compare every name and open descriptor with the model."""
+        self.note("full check")
+        for d in (self.root, self.root / "d"):
+            want = {n.rpartition("/")[2] for n in self.files if self.path(n).parent == d}
+            got = set(os.listdir(d)) - {"d"}
+            assert got == want, f"{d} lists {sorted(got)}, model {sorted(want)}"
+        inodes = {}
+        for name, f in self.files.items():
+            st = os.stat(self.path(name))
+            links = sum(1 for g in self.files.values() if g is f)
+            assert inodes.setdefault(id(f), st.st_ino) == st.st_ino, f"{name}: inode differs"
+            assert st.st_nlink == links, f"{name}: st_nlink {st.st_nlink}, want {links}"
+            with open(self.path(name), "rb") as fh:
+                check_file(name, fh.fileno(), f, st)
+        assert len(set(inodes.values())) == len(inodes), "two model files share an inode"
+        for fd, f, label in self.open:
+            st = os.fstat(fd)
+            if not any(g is f for g in self.files.values()):
+                assert st.st_nlink == 0, f"{label}: unlinked but st_nlink {st.st_nlink}"
+            check_file(label, fd, f, st)
+
+    WEIGHTS = {op_write: 20, op_read: 10, op_truncate: 5, op_fallocate: 10,
+               op_mmap_write: 5, op_mmap_read: 5, op_seek: 8, op_open: 6, op_close: 4,
+               op_rename: 4, op_link: 3, op_unlink: 3, op_drop_cache: 4, op_check: 2}
+
+    def step(self):
+        ops, weights = zip(*self.WEIGHTS.items())
+        self.rng.choices(ops, weights)[0](self)
+
+    def close(self):
+        for fd, _, _ in self.open:
+            os.close(fd)
+        self.open.clear()
+
+
+def check_file(label, fd, f, st):
+    """Size, st_blocks and every byte of one file."""
+    assert st.st_size == len(f.data), f"{label}: size {st.st_size}, want {len(f.data)}"
+    least, most = f.block_bounds()
+    assert st.st_blocks % BLOCKS_PER_CHUNK == 0 and least <= st.st_blocks <= most, \
+        f"{label}: st_blocks {st.st_blocks}, want a multiple of {BLOCKS_PER_CHUNK} " \
+        f"in [{least}, {most}]"
+    got = os.pread(fd, len(f.data) + 1, 0)
+    assert got == f.data, f"{label}: contents differ: {first_difference(got, f.data)}"
+
+
+def check_seek(fd, data, offset):
+    """What SEEK_DATA and SEEK_HOLE may answer, given the bytes.
+
+    holefs reports data per chunk, so it may call zeros data, but never
+    data a hole: bytes it skips must be zero, and a hole it finds must read
+    as zero.
+    """
+    size = len(data)
+    results = {}
+    for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+        try:
+            results[whence] = os.lseek(fd, offset, whence)
+        except OSError as e:
+            assert e.errno == errno.ENXIO, f"lseek {whence}: {e}"
+            results[whence] = None
+    data_at, hole_at = results[os.SEEK_DATA], results[os.SEEK_HOLE]
+    if offset >= size:
+        assert data_at is None and hole_at is None, "no ENXIO at or past EOF"
+        return
+    assert hole_at is not None and offset <= hole_at <= size, f"SEEK_HOLE gave {hole_at}"
+    assert hole_at == size or data[hole_at] == 0, f"SEEK_HOLE gave {hole_at}, not zero there"
+    skipped_to = size if data_at is None else data_at
+    assert offset <= skipped_to <= size, f"SEEK_DATA gave {data_at}"
+    assert data.count(0, offset, skipped_to) == skipped_to - offset, \
+        f"SEEK_DATA gave {data_at} and skipped nonzero bytes"
+
+
+@pytest.mark.parametrize("mode,seed", [(mode, seed) for mode in MOUNT_OPTIONS for seed in SEEDS],
+                         ids=str)
+def test_model(mount_holefs, tmp_path, mode, seed):
+    m = mount_holefs(MOUNT_OPTIONS[mode].format(spill=tmp_path))
+    (m / "d").mkdir()
+    run = Run(m.path, seed, random.Random(seed))
+    index = -1
+    try:
+        for index in range(OPS):
+            run.step()
+        index = OPS
+        run.op_check()
+    except Exception as e:
+        where = "final check" if index == OPS else f"op {index}"
+        raise AssertionError(
+            f"model test failed: mode={mode} seed={seed} {where}: {type(e).__name__}: {e}\n"
+            f"last operations:\n  " + "\n  ".join(run.history) + "\n"
+            f"reproduce: HOLEFS_MODEL_SEEDS={seed} HOLEFS_MODEL_OPS={OPS} "
+            f".venv/bin/python -m pytest -q 'mount_tests/test_model.py::test_model[{mode}-{seed}]'"
+        ) from e
+    finally:
+        run.close()
