@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+import holefs
+
 HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
 MiB = 1 << 20
@@ -48,6 +50,16 @@ def force_unmount(path):
     """Remove a mount even if its daemon is dead or hung."""
     if is_mounted(path):
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+def assert_serves(m, name="still-serving"):
+    """The daemon answers: a new file takes a write, a punch and a read."""
+    data = os.urandom(3 * MiB)
+    path = m / name
+    path.write_bytes(data)
+    holefs.release(str(path), MiB, MiB)
+    assert path.read_bytes() == data[:MiB] + bytes(MiB) + data[2 * MiB:]
+    path.unlink()
 
 
 class Mount:
