@@ -7,8 +7,9 @@
  * handlers, so this module interposes libfuse's fuse_session_new: Python
  * loads it with RTLD_GLOBAL before pyfuse3, which makes the dynamic linker
  * bind pyfuse3's call to fuse_session_new@FUSE_3.0 to the definition below.
- * It copies pyfuse3's ops table, adds the two handlers, and passes the copy
- * to the real function found with dlvsym.  The handlers call back into
+ * It copies pyfuse3's ops table, adds the two handlers (and wraps init and
+ * the xattr handlers, for speed, below), and passes the copy to the real
+ * function found with dlvsym.  The handlers call back into
  * Python synchronously; pyfuse3 runs fuse_session_process_buf with the GIL
  * held, inside its trio request loop, so each call is atomic with respect to
  * every other request.  holefs.mount checks engaged() after mounting and
@@ -30,6 +31,12 @@ typedef struct fuse_session *(*session_new_fn)(
 
 static struct fuse_lowlevel_ops patched_ops;
 static void (*pyfuse3_init)(void *userdata, struct fuse_conn_info *conn);
+static void (*pyfuse3_getxattr)(fuse_req_t req, fuse_ino_t ino,
+                                const char *name, size_t size);
+static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
+                                const char *name, const char *value,
+                                size_t size, int flags);
+static int capabilities_set;
 static PyObject *fallocate_cb;
 static PyObject *lseek_cb;
 static int engaged;
@@ -91,6 +98,26 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
+/* The kernel asks for security.capability before every write, to know
+ * whether the write must drop it.  Until some file is given one, the answer
+ * is known here, without the round trip through Python. */
+static void shim_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                          size_t size)
+{
+    if (!capabilities_set && strcmp(name, "security.capability") == 0)
+        fuse_reply_err(req, ENODATA);
+    else
+        pyfuse3_getxattr(req, ino, name, size);
+}
+
+static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                          const char *value, size_t size, int flags)
+{
+    if (strcmp(name, "security.capability") == 0)
+        capabilities_set = 1;
+    pyfuse3_setxattr(req, ino, name, value, size, flags);
+}
+
 struct fuse_session *fuse_session_new(struct fuse_args *args,
                                       const struct fuse_lowlevel_ops *op,
                                       size_t op_size, void *userdata)
@@ -109,6 +136,10 @@ struct fuse_session *fuse_session_new(struct fuse_args *args,
     patched_ops.lseek = shim_lseek;
     pyfuse3_init = patched_ops.init;
     patched_ops.init = shim_init;
+    pyfuse3_getxattr = patched_ops.getxattr;
+    patched_ops.getxattr = shim_getxattr;
+    pyfuse3_setxattr = patched_ops.setxattr;
+    patched_ops.setxattr = shim_setxattr;
     engaged = 1;
     return real(args, &patched_ops, sizeof patched_ops, userdata);
 }

@@ -5,6 +5,9 @@ handler without an await point runs from start to finish without any other
 request interleaving: every request is atomic, and the daemon needs no locks.
 The fallocate and lseek handlers come through the C shim and are plain
 functions for the same reason.
+
+flush, fsync, fsyncdir and release are left to pyfuse3, which answers
+ENOSYS: there is nothing to flush, and the kernel then stops asking.
 """
 
 import errno
@@ -245,10 +248,6 @@ class Operations(pyfuse3.Operations):
     def releasedir(self, handle):
         del self._dirs[handle]
 
-    @fuse_errors
-    def fsyncdir(self, handle, datasync):
-        pass
-
     # File data ----------------------------------------------------------
 
     @fuse_errors
@@ -279,18 +278,6 @@ class Operations(pyfuse3.Operations):
         inode.size = max(inode.size, offset + written)
         inode.touch()
         return written
-
-    @fuse_errors
-    def flush(self, inode_id):
-        pass
-
-    @fuse_errors
-    def fsync(self, inode_id, datasync):
-        pass
-
-    @fuse_errors
-    def release(self, inode_id):
-        pass
 
     @shim_errors
     def fallocate(self, inode_id, mode, offset, length):
