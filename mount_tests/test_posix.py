@@ -5,6 +5,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 import subprocess
 import time
 
@@ -151,6 +152,21 @@ def test_xattrs(fs):
     with pytest.raises(OSError) as e:
         os.getxattr(f, "user.a")
     assert e.value.errno == errno.ENODATA
+
+
+def test_a_write_drops_file_capabilities(fs):
+    """The kernel asks for security.capability on every write; the shim
+    answers that question in C until a file gets one, then Python does."""
+    f = fs / "f"
+    f.write_bytes(b"x")
+    assert "security.capability" not in os.listxattr(f)
+    caps = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)  # v2, cap_net_raw
+    os.setxattr(f, "security.capability", caps)
+    assert os.getxattr(f, "security.capability") == caps
+    with open(f, "ab") as fh:
+        fh.write(b"y")
+    assert os.listxattr(f) == []
+    assert f.read_bytes() == b"xy"
 
 
 def test_append_trunc_and_truncate(fs):
