@@ -28,7 +28,7 @@ options (-o, comma-separated, as for tmpfs):
   allow_other     let other users in (root, or user_allow_other in
                   /etc/fuse.conf); default_permissions is always on
   fsname=NAME     source name shown by df and mount (default holefs)
-  debug           log every request at debug level
+  debug           log at debug level, including every request that fails
   ro, nosuid, nodev, noexec, noatime, sync ...   passed to the kernel
 
 examples:

@@ -49,6 +49,7 @@ def fuse_errors(handler):
         try:
             return handler(*args)
         except OSError as e:
+            log.debug("%s: %s", handler.__name__, e.strerror)
             raise pyfuse3.FUSEError(e.errno) from None
         except pyfuse3.FUSEError:
             raise
