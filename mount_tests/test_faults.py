@@ -1,0 +1,147 @@
+"""Faults from outside: a full spill disk, a killed daemon, a stop under load."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import HOLEFS, MiB, assert_serves, force_unmount, is_mounted, run_holefs, wait_for
+
+CONNECTION_GONE = {"ENOTCONN", "ECONNABORTED"}
+EXIT_TIMEOUT = 15  # generous: a client still there after this is hung
+
+# A client that loops on descriptor-based I/O until the mount goes away,
+# checking every result, then prints the errno name and how many loops it
+# completed.  Path lookups would fall through to the directory underneath
+# after an unmount, so it makes none.
+CLIENT = r"""
+import errno, os, sys
+import holefs
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+block = os.urandom(256 * 1024)
+done = 0
+try:
+    while True:
+        offset = (done % 16) * len(block)
+        if os.pwrite(fd, block, offset) != len(block):
+            sys.exit("short write")
+        os.posix_fadvise(fd, offset, len(block), os.POSIX_FADV_DONTNEED)
+        if os.pread(fd, len(block), offset) != block:
+            sys.exit("read back differs")
+        holefs.release(fd, offset, 4096)
+        os.fstat(fd)
+        done += 1
+        if done == 1:
+            print("running", flush=True)
+except OSError as e:
+    print(errno.errorcode[e.errno], done, flush=True)
+"""
+
+
+@pytest.fixture
+def clients():
+    """Start N I/O loops in a mounted directory; kill any left over at the end."""
+    procs = []
+
+    def start(directory, n=4):
+        for i in range(n):
+            p = subprocess.Popen([sys.executable, "-c", CLIENT, str(directory / f"client{i}")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+        for p in procs:
+            assert p.stdout.readline() == "running\n", p.stderr.read()
+        return procs
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def wait_clients(procs):
+    """Every client exits soon, cleanly, having seen the connection go."""
+    for i, p in enumerate(procs):
+        try:
+            out, err = p.communicate(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"client {i} still running {EXIT_TIMEOUT}s after the daemon went")
+        assert p.returncode == 0, f"client {i}: {err}"
+        name, done = out.split()
+        assert name in CONNECTION_GONE, f"client {i} got {name}"
+        assert int(done) > 0
+
+
+@pytest.fixture
+def small_spill(tmp_path):
+    """An 8 MiB tmpfs to spill to, so that it fills up quickly."""
+    path = tmp_path / "spill"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_full_spill_disk_gives_enospc_and_keeps_serving(mount_holefs, small_spill):
+    m = mount_holefs(f"size=256M,ram=1M,spill={small_spill}")
+    path = m / "f"
+    written = bytearray()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as e:
+            while len(written) < 64 * MiB:
+                block = os.urandom(MiB)
+                written += block[:os.write(fd, block)]
+    finally:
+        os.close(fd)
+    assert e.value.errno == errno.ENOSPC
+    # Nearly all of the spill disk and the RAM budget hold file data.
+    assert 7 * MiB <= len(written) <= 9 * MiB
+    assert os.stat(path).st_size == len(written)
+    assert path.read_bytes() == written
+    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=True)
+    assert path.read_bytes() == written, "what was written before ENOSPC reads back wrong"
+    (m / "empty").touch()
+    assert (m / "empty").read_bytes() == b""
+    run_holefs("punch", str(path), "0", "4M")
+    assert path.read_bytes() == bytes(4 * MiB) + written[4 * MiB:]
+    assert_serves(m)
+
+
+def test_kill_9_under_load(mount_holefs, clients):
+    m = mount_holefs("size=256M")
+    pid = m.pid
+    procs = clients(m.path)
+    os.kill(pid, signal.SIGKILL)
+    wait_clients(procs)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="daemon death")
+    assert run_holefs("umount", str(m.path)).returncode == 0
+    assert not is_mounted(m.path)
+    assert_serves(mount_holefs("size=256M"))
+
+
+def test_sigterm_under_load_unmounts_cleanly(tmp_path, clients):
+    """In-flight requests finish (clients see no short or wrong results),
+    then the daemon unmounts and exits 0; clients only see the mount gone."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    daemon = subprocess.Popen([HOLEFS, "mount", "-f", str(mnt), "-o", "size=256M"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: is_mounted(mnt) or daemon.poll() is not None, what="mount")
+        assert is_mounted(mnt), daemon.stderr.read()
+        procs = clients(mnt)
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, log
+        assert "SIGTERM received" in log
+        assert not is_mounted(mnt)
+        wait_clients(procs)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        force_unmount(mnt)
