@@ -19,6 +19,11 @@ IGNORED_PREFIXES = ("x-", "comment=")
 
 DEFAULT_SPILL = "/var/tmp"
 SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+# Bounds of what the kernel can take: the RAM memfd's size is an off_t,
+# statfs counts inodes in 64 bits, and uid_t -1 means "no owner".
+MAX_SIZE = (1 << 63) - CHUNK
+MAX_INODES = (1 << 64) - 1
+MAX_ID = (1 << 32) - 2
 
 
 class OptionError(ValueError):
@@ -73,6 +78,8 @@ def round_to_chunk(value):
 
 def _parse_id(name, text, lookup):
     if text.isdigit():
+        if int(text) > MAX_ID:
+            raise OptionError(f"{name}={text}: larger than the largest id, {MAX_ID}")
         return int(text)
     try:
         return lookup(text)
@@ -104,6 +111,9 @@ def parse(text):
     if size <= 0:
         raise OptionError("size= must be larger than 0")
     size = round_to_chunk(size)
+    if size > MAX_SIZE:
+        raise OptionError(f"size={values['size']}: larger than {MAX_SIZE >> 50}p, "
+                          "the most a file can hold")
     ram = round_to_chunk(parse_size("ram", values["ram"], percent_of=memory)) \
         if "ram" in values else size
     if ram <= 0:
@@ -113,6 +123,8 @@ def parse(text):
     nr_inodes = parse_size("nr_inodes", values.get("nr_inodes", str(memory // 4096 // 2)))
     if nr_inodes < 1:
         raise OptionError("nr_inodes= must be at least 1")
+    if nr_inodes > MAX_INODES:
+        raise OptionError(f"nr_inodes= must be at most {MAX_INODES}")
     mode_text = values.get("mode", "1777")
     if not re.fullmatch(r"[0-7]{1,4}", mode_text):
         raise OptionError(f"mode={mode_text}: expected octal permission bits, like 1777")
