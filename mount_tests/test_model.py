@@ -1,9 +1,10 @@
 """A model-based random test: the real mount against a byte-exact model.
 
 Each run draws operations from random.Random(seed): writes anywhere,
-including far past EOF; reads; truncates up and down; every fallocate mode
-that holefs supports; MAP_SHARED writes and reads; SEEK_DATA/SEEK_HOLE;
-reopen with and without O_TRUNC; rename, link and unlink, with descriptors
+including far past EOF, also with O_APPEND and copy_file_range; reads;
+truncates up and down; every fallocate mode that holefs supports;
+MAP_SHARED writes and reads; SEEK_DATA/SEEK_HOLE; reopen with and without
+O_TRUNC; rename, link and unlink, with descriptors
 left open on unlinked files; and dropping the page cache, so that reads
 reach the daemon.  The same operations go to an in-memory model in which
 hard links share one bytearray, and the two are compared all along.
@@ -191,6 +192,34 @@ class Run:
             got, want = os.pread(fd, n, offset), bytes(f.data[offset:offset + n])
             assert got == want, f"pread differs: {first_difference(got, want)}"
 
+    def op_append(self):
+        name = self.rng.choice(NAMES)
+        f = self.files.setdefault(name, File())
+        buf = self.payload(self.length(len(f.data)))
+        self.note(f"O_APPEND write {name} length={len(buf)}")
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            assert os.write(fd, buf) == len(buf), "short write"
+        finally:
+            os.close(fd)
+        f.write(len(f.data), buf)
+
+    def op_copy_range(self):
+        """copy_file_range: the kernel splices it into reads and writes."""
+        with self.target() as (src_fd, src, src_label), \
+                self.target() as (dst_fd, dst, dst_label):
+            if src is dst:
+                self.note(f"copy_file_range {src_label} -> {dst_label}: one file, skipped")
+                return
+            src_off, dst_off = self.offset(len(src.data)), self.offset(len(dst.data))
+            n = self.length(max(src_off, dst_off))
+            self.note(f"copy_file_range {src_label}@{src_off} -> {dst_label}@{dst_off} "
+                      f"length={n}")
+            want = bytes(src.data[src_off:src_off + n])
+            assert os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off) == len(want)
+            if want:
+                dst.write(dst_off, want)
+
     def op_truncate(self):
         with self.target() as (fd, f, label):
             size = len(f.data)
@@ -321,7 +350,8 @@ class Run:
                 assert st.st_nlink == 0, f"{label}: unlinked but st_nlink {st.st_nlink}"
             check_file(label, fd, f, st)
 
-    WEIGHTS = {op_write: 20, op_read: 10, op_truncate: 5, op_fallocate: 10,
+    WEIGHTS = {op_write: 20, op_append: 3, op_copy_range: 3, op_read: 10,
+               op_truncate: 5, op_fallocate: 10,
                op_mmap_write: 5, op_mmap_read: 5, op_seek: 8, op_open: 6, op_close: 4,
                op_rename: 4, op_link: 3, op_unlink: 3, op_drop_cache: 4, op_check: 2}
 
