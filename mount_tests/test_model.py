@@ -111,9 +111,8 @@ def first_difference(got, want):
 class Run:
     """One seeded sequence of operations against a mount and the model."""
 
-    def __init__(self, root, seed, rng):
+    def __init__(self, root, rng):
         self.root = root
-        self.seed = seed
         self.rng = rng
         self.files = {}                          # name -> File; links share one
         self.open = []                           # [fd, File, label]
@@ -407,7 +406,7 @@ def check_seek(fd, data, offset):
 def test_model(mount_holefs, tmp_path, mode, seed):
     m = mount_holefs(MOUNT_OPTIONS[mode].format(spill=tmp_path))
     (m / "d").mkdir()
-    run = Run(m.path, seed, random.Random(seed))
+    run = Run(m.path, random.Random(seed))
     index = -1
     try:
         for index in range(OPS):

@@ -89,10 +89,10 @@ def make(path, mode, owner=(0, 0), text="#!/bin/sh\nexit 0\n"):
 
 def test_mode_bits_decide_access(mount_holefs, user):
     m = mount_holefs("size=16M,allow_other")
-    uid = (user.pw_uid, user.pw_gid)
+    owner = (user.pw_uid, user.pw_gid)
     f = {name: make(m / name, mode) for name, mode in
          [("r600", 0o600), ("r644", 0o644), ("r666", 0o666), ("x644", 0o644), ("x755", 0o755)]}
-    f["mine066"] = make(m / "mine066", 0o066, owner=uid)
+    f["mine066"] = make(m / "mine066", 0o066, owner=owner)
     f["group640"] = make(m / "group640", 0o640, owner=(0, GROUP))
     assert probe(user, ("read", f["r600"]), ("write", f["r600"]), ("read", f["r644"]),
                  ("write", f["r644"]), ("write", f["r666"]), ("exec", f["x644"]),
