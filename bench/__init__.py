@@ -1,0 +1,1 @@
+"""The measuring stick: holefs against kernel tmpfs, run with `python -m bench`."""
