@@ -221,9 +221,9 @@ class Run:
     def op_truncate(self):
         with self.target() as (fd, f, label):
             size = len(f.data)
-            size = self.rng.choice([0, self.rng.randrange(size + 1), size + 1,
-                                    self.rng.randrange(MAX_SIZE),
-                                    self.rng.randrange(size // CHUNK + 2) * CHUNK])
+            size = min(MAX_SIZE, self.rng.choice([
+                0, self.rng.randrange(size + 1), size + 1, self.rng.randrange(MAX_SIZE),
+                self.rng.randrange(size // CHUNK + 2) * CHUNK]))
             self.note(f"ftruncate {label} {size}")
             os.ftruncate(fd, size)
             f.resize(size)
