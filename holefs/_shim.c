@@ -7,9 +7,9 @@
  * handlers, so this module interposes libfuse's fuse_session_new: Python
  * loads it with RTLD_GLOBAL before pyfuse3, which makes the dynamic linker
  * bind pyfuse3's call to fuse_session_new@FUSE_3.0 to the definition below.
- * It copies pyfuse3's ops table, adds the two handlers (and wraps init and
- * the xattr handlers, for speed, below), and passes the copy to the real
- * function found with dlvsym.  The handlers call back into
+ * It copies pyfuse3's ops table, adds the two handlers (and, for speed,
+ * takes over read and write and wraps init and the xattr handlers, see
+ * below), and passes the copy to the real function found with dlvsym.  The handlers call back into
  * Python synchronously; pyfuse3 runs fuse_session_process_buf with the GIL
  * held, inside its trio request loop, so each call is atomic with respect to
  * every other request.  holefs.mount checks engaged() after mounting and
@@ -36,57 +36,135 @@ static void (*pyfuse3_getxattr)(fuse_req_t req, fuse_ino_t ino,
 static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
                                 const char *name, const char *value,
                                 size_t size, int flags);
+static void (*pyfuse3_write_buf)(fuse_req_t req, fuse_ino_t ino,
+                                 struct fuse_bufvec *bufv, off_t off,
+                                 struct fuse_file_info *fi);
 static int capabilities_set;
-static PyObject *fallocate_cb;
-static PyObject *lseek_cb;
+static PyObject *fallocate_cb, *lseek_cb, *read_cb, *write_cb;
 static int engaged;
 
-/* Calls a Python callback that returns an int: >= 0 on success or -errno. */
-static long long call_back(PyObject *cb, const char *fmt, ...)
+/* Calls a Python handler; the caller holds the GIL.  Returns a new
+ * reference, or NULL after reporting the exception: handlers catch their
+ * own errors, so one that escapes is a bug, and the request gets EIO. */
+static PyObject *call(PyObject *cb, const char *fmt, ...)
 {
-    long long result = -ENOSYS;
-    PyGILState_STATE gil = PyGILState_Ensure();
-    if (cb != NULL) {
-        va_list va;
-        va_start(va, fmt);
-        PyObject *ret = Py_VaBuildValue(fmt, va);
-        va_end(va);
-        PyObject *out = ret ? PyObject_CallObject(cb, ret) : NULL;
-        Py_XDECREF(ret);
-        if (out != NULL) {
-            result = PyLong_AsLongLong(out);
-            Py_DECREF(out);
-        }
-        if (PyErr_Occurred()) {
-            PyErr_WriteUnraisable(cb);
-            result = -EIO;
-        }
+    va_list va;
+    va_start(va, fmt);
+    PyObject *args = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    PyObject *out = args ? PyObject_CallObject(cb, args) : NULL;
+    Py_XDECREF(args);
+    if (out == NULL)
+        PyErr_WriteUnraisable(cb);
+    return out;
+}
+
+/* A handler's int result: >= 0 on success, or -errno.  Steals *out*. */
+static long long as_result(PyObject *cb, PyObject *out)
+{
+    if (out == NULL)
+        return -EIO;
+    long long result = PyLong_AsLongLong(out);
+    Py_DECREF(out);
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(cb);
+        return -EIO;
     }
-    PyGILState_Release(gil);
     return result;
+}
+
+static void reply_result(fuse_req_t req, long long ret)
+{
+    fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
 }
 
 static void shim_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
                            off_t offset, off_t length,
                            struct fuse_file_info *fi)
 {
-    long long ret = call_back(fallocate_cb, "(KiLL)",
+    PyGILState_STATE gil = PyGILState_Ensure();
+    long long ret = as_result(fallocate_cb, call(fallocate_cb, "(KiLL)",
                               (unsigned long long)ino, mode,
-                              (long long)offset, (long long)length);
+                              (long long)offset, (long long)length));
+    PyGILState_Release(gil);
     (void)fi;
-    fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
+    reply_result(req, ret);
 }
 
 static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
                        struct fuse_file_info *fi)
 {
-    long long ret = call_back(lseek_cb, "(KLi)", (unsigned long long)ino,
-                              (long long)off, whence);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    long long ret = as_result(lseek_cb, call(lseek_cb, "(KLi)",
+                              (unsigned long long)ino, (long long)off, whence));
+    PyGILState_Release(gil);
     (void)fi;
     if (ret < 0)
         fuse_reply_err(req, (int)-ret);
     else
         fuse_reply_lseek(req, (off_t)ret);
+}
+
+/* Reads and writes skip pyfuse3's coroutine machinery: holefs's handlers
+ * never await, so calling them here changes no ordering, and it saves a
+ * task switch per request and, for writes, a copy of the data.  The read
+ * handler returns a buffer or -errno. */
+static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      struct fuse_file_info *fi)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *out = call(read_cb, "(KLn)", (unsigned long long)fi->fh,
+                         (long long)off, (Py_ssize_t)size);
+    Py_buffer view;
+    if (out == NULL) {
+        fuse_reply_err(req, EIO);
+    } else if (PyLong_Check(out)) {
+        reply_result(req, as_result(read_cb, out));
+        out = NULL;
+    } else if (PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
+        fuse_reply_buf(req, view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    } else {
+        PyErr_WriteUnraisable(read_cb);
+        fuse_reply_err(req, EIO);
+    }
+    Py_XDECREF(out);
+    PyGILState_Release(gil);
+    (void)ino;
+}
+
+/* The handler sees the request's own buffer through a memoryview, which is
+ * released before libfuse reuses the buffer. */
+static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
+                           struct fuse_bufvec *bufv, off_t off,
+                           struct fuse_file_info *fi)
+{
+    struct fuse_buf *buf = &bufv->buf[bufv->idx];
+    if (bufv->count != 1 || (buf->flags & FUSE_BUF_IS_FD)) {
+        pyfuse3_write_buf(req, ino, bufv, off, fi);
+        return;
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    long long ret = -EIO;
+    PyObject *view = PyMemoryView_FromMemory((char *)buf->mem + bufv->off,
+                                             (Py_ssize_t)(buf->size - bufv->off),
+                                             PyBUF_READ);
+    if (view != NULL) {
+        ret = as_result(write_cb, call(write_cb, "(KLO)", (unsigned long long)fi->fh,
+                                       (long long)off, view));
+        PyObject *done = PyObject_CallMethod(view, "release", NULL);
+        if (done == NULL)
+            PyErr_WriteUnraisable(write_cb);
+        Py_XDECREF(done);
+        Py_DECREF(view);
+    } else {
+        PyErr_WriteUnraisable(write_cb);
+    }
+    PyGILState_Release(gil);
+    if (ret < 0)
+        fuse_reply_err(req, (int)-ret);
+    else
+        fuse_reply_write(req, (size_t)ret);
 }
 
 /* Every change reaches holefs through the kernel, so the kernel's page cache
@@ -140,21 +218,29 @@ struct fuse_session *fuse_session_new(struct fuse_args *args,
     patched_ops.getxattr = shim_getxattr;
     pyfuse3_setxattr = patched_ops.setxattr;
     patched_ops.setxattr = shim_setxattr;
+    pyfuse3_write_buf = patched_ops.write_buf;
+    patched_ops.write_buf = shim_write_buf;
+    patched_ops.read = shim_read;
     engaged = 1;
     return real(args, &patched_ops, sizeof patched_ops, userdata);
 }
 
 static PyObject *shim_install(PyObject *self, PyObject *args)
 {
-    PyObject *fallocate, *lseek;
-    if (!PyArg_ParseTuple(args, "OO", &fallocate, &lseek))
+    PyObject *handlers[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &handlers[0], &handlers[1],
+                          &handlers[2], &handlers[3]))
         return NULL;
-    if (!PyCallable_Check(fallocate) || !PyCallable_Check(lseek)) {
-        PyErr_SetString(PyExc_TypeError, "handlers must be callable");
-        return NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!PyCallable_Check(handlers[i])) {
+            PyErr_SetString(PyExc_TypeError, "handlers must be callable");
+            return NULL;
+        }
     }
-    Py_XSETREF(fallocate_cb, Py_NewRef(fallocate));
-    Py_XSETREF(lseek_cb, Py_NewRef(lseek));
+    Py_XSETREF(fallocate_cb, Py_NewRef(handlers[0]));
+    Py_XSETREF(lseek_cb, Py_NewRef(handlers[1]));
+    Py_XSETREF(read_cb, Py_NewRef(handlers[2]));
+    Py_XSETREF(write_cb, Py_NewRef(handlers[3]));
     Py_RETURN_NONE;
 }
 
@@ -179,9 +265,10 @@ static PyObject *shim_engaged(PyObject *self, PyObject *unused)
 
 static PyMethodDef shim_methods[] = {
     {"install", shim_install, METH_VARARGS,
-     "install(fallocate, lseek): set the Python handlers.\n\n"
-     "fallocate(inode, mode, offset, length) and lseek(inode, offset, "
-     "whence) return a non-negative result or -errno."},
+     "install(fallocate, lseek, read, write): set the Python handlers.\n\n"
+     "fallocate(inode, mode, offset, length), lseek(inode, offset, whence)\n"
+     "and write(fh, offset, data) return a result >= 0 or -errno;\n"
+     "read(fh, offset, size) returns a buffer or -errno."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"engaged", shim_engaged, METH_NOARGS,

@@ -3,8 +3,8 @@
 No handler awaits anything.  pyfuse3 runs each handler as a trio task, so a
 handler without an await point runs from start to finish without any other
 request interleaving: every request is atomic, and the daemon needs no locks.
-The fallocate and lseek handlers come through the C shim and are plain
-functions for the same reason.
+The read, write, fallocate and lseek handlers are called by the C shim,
+synchronously, and are plain functions for the same reason.
 
 flush, fsync, fsyncdir and release are left to pyfuse3, which answers
 ENOSYS: there is nothing to flush, and the kernel then stops asking.
@@ -261,7 +261,7 @@ class Operations(pyfuse3.Operations):
             inode.touch()
         return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
 
-    @fuse_errors
+    @shim_errors
     def read(self, inode_id, offset, length):
         inode = self.ns[inode_id]
         length = min(length, inode.size - offset)
@@ -270,7 +270,7 @@ class Operations(pyfuse3.Operations):
             return b""
         return self.store.read(inode.extents, offset, length)
 
-    @fuse_errors
+    @shim_errors
     def write(self, inode_id, offset, data):
         inode = self.ns[inode_id]
         if offset + len(data) > MAX_FILE_SIZE:

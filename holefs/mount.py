@@ -149,7 +149,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
     store = build_store(options)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
-    _shim.install(ops.fallocate, ops.lseek)
+    _shim.install(ops.fallocate, ops.lseek, ops.read, ops.write)
 
     with contextlib.ExitStack() as stack:
         try:
