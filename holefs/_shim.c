@@ -21,13 +21,17 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
 typedef struct fuse_session *(*session_new_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t, void *);
+typedef int (*receive_fn)(struct fuse_session *, struct fuse_buf *);
+typedef void (*process_fn)(struct fuse_session *, const struct fuse_buf *);
 
 static struct fuse_lowlevel_ops patched_ops;
 static void (*pyfuse3_init)(void *userdata, struct fuse_conn_info *conn);
@@ -179,10 +183,15 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
 /* The kernel asks for security.capability before every write, to know
  * whether the write must drop it.  Until some file is given one, the answer
  * is known here, without the round trip through Python. */
+static int is_capability_lookup(const char *name)
+{
+    return !capabilities_set && strcmp(name, "security.capability") == 0;
+}
+
 static void shim_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                           size_t size)
 {
-    if (!capabilities_set && strcmp(name, "security.capability") == 0)
+    if (is_capability_lookup(name))
         fuse_reply_err(req, ENODATA);
     else
         pyfuse3_getxattr(req, ino, name, size);
@@ -194,6 +203,66 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     if (strcmp(name, "security.capability") == 0)
         capabilities_set = 1;
     pyfuse3_setxattr(req, ino, name, value, size, flags);
+}
+
+/* How long, and for how many requests, a stream of reads and writes may be
+ * served here before trio gets the thread back for its other tasks. */
+#define STREAM_WAIT_MS 1
+#define STREAM_MAX 64
+
+static int served_here(const struct fuse_buf *buf)
+{
+    const struct fuse_in_header *in = buf->mem;
+    if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof *in)
+        return 0;
+    switch (in->opcode) {
+    case FUSE_READ: case FUSE_WRITE: case FUSE_FALLOCATE: case FUSE_LSEEK:
+        return 1;
+    case FUSE_GETXATTR:
+        return in->len > sizeof *in + sizeof(struct fuse_getxattr_in) &&
+               ((const char *)buf->mem)[in->len - 1] == '\0' &&
+               is_capability_lookup((const char *)(in + 1) + sizeof(struct fuse_getxattr_in));
+    default:
+        return 0;
+    }
+}
+
+static int next_request_within(int fd, int ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int ready;
+    Py_BEGIN_ALLOW_THREADS
+    ready = poll(&pfd, 1, ms);
+    Py_END_ALLOW_THREADS
+    return ready == 1 && (pfd.revents & POLLIN);
+}
+
+/* pyfuse3's loop waits for the fd in trio and then receives one request.
+ * When that request is one the shim serves synchronously, serve it here and
+ * take the next one if it comes at once, as it does from a process doing
+ * I/O in a loop: each request then costs a read and a reply, not a pass
+ * through trio's scheduler.  Anything else goes back to pyfuse3, and so
+ * does the thread after STREAM_MAX requests or an idle STREAM_WAIT_MS,
+ * with -EINTR, which makes pyfuse3 wait for the fd again. */
+int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
+{
+    static receive_fn receive;
+    static process_fn process;
+    if (receive == NULL) {
+        receive = (receive_fn)dlvsym(RTLD_NEXT, "fuse_session_receive_buf", "FUSE_3.0");
+        process = (process_fn)dlvsym(RTLD_NEXT, "fuse_session_process_buf", "FUSE_3.0");
+        if (receive == NULL || process == NULL)
+            return -ENOSYS;
+    }
+    for (int served = 0;; served++) {
+        int res = receive(se, buf);
+        if (res <= 0 || !served_here(buf))
+            return res;
+        process(se, buf);
+        if (served == STREAM_MAX || fuse_session_exited(se) ||
+            !next_request_within(fuse_session_fd(se), STREAM_WAIT_MS))
+            return -EINTR;
+    }
 }
 
 struct fuse_session *fuse_session_new(struct fuse_args *args,
