@@ -141,6 +141,25 @@ def mount_holefs(tmp_path):
 
 
 @pytest.fixture
+def small_tmpfs(tmp_path):
+    """Factory: a tmpfs of our own, whose usage can be measured exactly and
+    which fills up when we want it to."""
+    mounted = []
+
+    def make(size, name="tmpfs"):
+        path = tmp_path / name
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       check=True)
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture
 def fs(mount_holefs):
     """A 256 MiB holefs with everything in RAM."""
     return mount_holefs("size=256M")

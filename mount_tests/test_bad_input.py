@@ -184,6 +184,9 @@ def test_symlink_loops_give_eloop(fs):
 
 
 @pytest.mark.parametrize("options,message", [
+    ("bogus", "unknown option 'bogus'"),
+    ("size=12q", "size=12q"),
+    ("ram=2G,size=1G", "larger than size"),
     ("size=0", "size= must be larger than 0"),
     ("size=9999999p", "size=9999999p: larger than 8191p"),
     ("ram=0", "ram= must be at least 64k"),
@@ -198,7 +201,7 @@ def test_symlink_loops_give_eloop(fs):
     ("allow_other=1", "unknown option 'allow_other=1'"),
     ("fsname=a,b", "unknown option 'b'"),
 ])
-def test_more_malformed_options_exit_2_with_one_line(tmp_path, options, message):
+def test_malformed_options_exit_2_with_one_line(tmp_path, options, message):
     result = run_holefs("mount", str(tmp_path), "-o", options, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("holefs: mount: ") and message in result.stderr

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from conftest import MiB, assert_serves
+from conftest import assert_serves
 from holefs import _shim
 
 CHUNK = 64 * 1024

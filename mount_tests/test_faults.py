@@ -75,17 +75,8 @@ def wait_clients(procs):
         assert int(done) > 0
 
 
-@pytest.fixture
-def small_spill(tmp_path):
-    """An 8 MiB tmpfs to spill to, so that it fills up quickly."""
-    path = tmp_path / "spill"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(path)], check=True)
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def test_full_spill_disk_gives_enospc_and_keeps_serving(mount_holefs, small_spill):
+def test_full_spill_disk_gives_enospc_and_keeps_serving(mount_holefs, small_tmpfs):
+    small_spill = small_tmpfs("8M", "spill")
     m = mount_holefs(f"size=256M,ram=1M,spill={small_spill}")
     path = m / "f"
     written = bytearray()

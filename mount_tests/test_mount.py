@@ -38,19 +38,6 @@ def test_default_size_is_half_of_ram(mount_holefs):
     assert abs(st.f_blocks * st.f_frsize - memory // 2) < MiB
 
 
-@pytest.mark.parametrize("options,message", [
-    ("bogus", "unknown option 'bogus'"),
-    ("size=12q", "size=12q"),
-    ("ram=2G,size=1G", "larger than size"),
-])
-def test_bad_option_exits_2_with_one_line(tmp_path, options, message):
-    result = run_holefs("mount", str(tmp_path), "-o", options, check=False)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not is_mounted(tmp_path)
-
-
 def test_missing_mountpoint(tmp_path):
     result = run_holefs("mount", str(tmp_path / "nope"), check=False)
     assert result.returncode == 1

@@ -15,13 +15,8 @@ CHUNK = 64 * 1024
 
 
 @pytest.fixture
-def spill_dir(tmp_path):
-    """A small tmpfs of our own, so that its usage can be measured exactly."""
-    path = tmp_path / "spill"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600M", "tmpfs", str(path)], check=True)
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=True)
+def spill_dir(small_tmpfs):
+    return small_tmpfs("600M", "spill")
 
 
 def block(seed, size=MiB):
