@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 
-
 from conftest import HOLEFS, MiB, as_nobody, force_unmount, is_mounted, run_holefs, wait_for
 
 
