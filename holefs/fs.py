@@ -230,7 +230,8 @@ class Operations(pyfuse3.Operations):
             raise OSError(errno.ENOTDIR, "not a directory")
         handle = self._next_dir_handle
         self._next_dir_handle += 1
-        self._dirs[handle] = (inode, list(inode.entries.items()))
+        self._dirs[handle] = (inode, [(b".", inode), (b"..", inode.parent),
+                                      *inode.entries.items()])
         return handle
 
     @fuse_errors
@@ -238,11 +239,13 @@ class Operations(pyfuse3.Operations):
         directory, entries = self._dirs[handle]
         for position in range(start, len(entries)):
             name, inode = entries[position]
-            if directory.entries.get(name) is not inode:
+            dots = position < 2
+            if not dots and directory.entries.get(name) is not inode:
                 continue  # removed since opendir
             if not pyfuse3.readdir_reply(token, name, self._attr(inode), position + 1):
                 return
-            inode.lookups += 1
+            if not dots:  # the kernel takes no reference for . and ..
+                inode.lookups += 1
         directory.note_access()
 
     @fuse_errors

@@ -42,6 +42,9 @@ def test_file_types(fs):
     assert stat.S_ISFIFO(os.stat(fs / "fifo").st_mode)
     assert stat.S_ISSOCK(os.stat(fs / "sock").st_mode)
     assert sorted(os.listdir(fs.path)) == ["dir", "fifo", "file", "link", "sock"]
+    ls = subprocess.run(["ls", "-a", str(fs / "dir")], capture_output=True, text=True,
+                        check=True).stdout.split()
+    assert ls == [".", "..", "hard"]
     assert os.stat(fs.path).st_nlink == 3
 
 
