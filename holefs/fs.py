@@ -288,11 +288,11 @@ class Operations(pyfuse3.Operations):
         inode = self.ns[inode_id]
         if inode.extents is None:
             return -errno.ENODEV
+        end = offset + length
         if offset < 0 or length <= 0:
             return -errno.EINVAL
-        if offset + length > MAX_FILE_SIZE:
+        if end > MAX_FILE_SIZE:
             return -errno.EFBIG
-        end = offset + length
         if mode & ~FALLOC_FL_KEEP_SIZE == 0:
             self.store.reserve(inode.extents, offset, length)
         elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
@@ -311,9 +311,7 @@ class Operations(pyfuse3.Operations):
         inode = self.ns[inode_id]
         if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):
             return -errno.EINVAL
-        if offset < 0:
-            return -errno.ENXIO
-        if offset >= inode.size:
+        if not 0 <= offset < inode.size:
             return -errno.ENXIO
         if whence == SEEK_DATA:
             found = inode.extents.seek_data(offset)
