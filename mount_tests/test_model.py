@@ -5,8 +5,9 @@ including far past EOF, also with O_APPEND and copy_file_range; reads;
 truncates up and down; every fallocate mode that holefs supports;
 MAP_SHARED writes and reads; SEEK_DATA/SEEK_HOLE; reopen with and without
 O_TRUNC; rename, link and unlink, with descriptors left open on unlinked
-files; and dropping the page cache, so that reads reach the daemon.  The same operations go to an in-memory model in which
-hard links share one bytearray, and the two are compared all along.
+files; and dropping the page cache, so that reads reach the daemon.  The
+same operations go to an in-memory model in which hard links share one
+bytearray, and the two are compared all along.
 
 It runs in two modes: everything in RAM, and a 64 KiB RAM budget that
 sends nearly every chunk through the spill file and back.
