@@ -232,7 +232,10 @@ def format_mount_status(s):
 
 
 def format_file_status(s):
-    lines = [f"size {s['size']} ({human(s['size'])})",
+    totals = {where: sum(r["length"] for r in s["map"] if r["where"] == where)
+              for where in ("ram", "spill", "hole")}
+    lines = [f"size {s['size']} ({human(s['size'])}): "
+             + ", ".join(f"{where} {human(n)}" for where, n in totals.items()),
              f"{'start':>14} {'length':>14}  where"]
     lines += [f"{r['start']:>14} {r['length']:>14}  {r['where']}" for r in s["map"]]
     return "\n".join(lines)

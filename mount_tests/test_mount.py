@@ -134,6 +134,8 @@ def test_status_of_mount_and_file(fs):
     assert data["used"] == 64 * 1024 and data["inodes_used"] == 2
     file_map = json.loads(run_holefs("status", "--json", str(fs / "f")).stdout)
     assert file_map["map"] == [{"where": "ram", "start": 0, "length": 64 * 1024}]
+    first = run_holefs("status", str(fs / "f")).stdout.splitlines()[0]
+    assert first == "size 100 (100 B): ram 64.0 KiB, spill 0 B, hole 0 B"
 
 
 def test_status_needs_no_root(mount_holefs):
