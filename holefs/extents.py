@@ -26,10 +26,6 @@ class Piece:
         self.length = length
         self.location = location  # the tiers' location, or None for a hole
 
-    @property
-    def whole(self):
-        return self.length == CHUNK
-
 
 class ExtentMap:
     """Maps chunk numbers to storage locations."""
@@ -46,17 +42,10 @@ class ExtentMap:
     def __iter__(self):
         return iter(self.chunks.items())
 
-    def get(self, index):
-        return self.chunks.get(index)
-
     def set(self, index, location):
         if index not in self.chunks:
             self._sorted = None
         self.chunks[index] = location
-
-    def remove(self, index):
-        del self.chunks[index]
-        self._sorted = None
 
     def pieces(self, offset, length):
         """Split [offset, offset+length) into per-chunk pieces."""
@@ -141,17 +130,6 @@ class ExtentMap:
         while i + 1 < len(keys) and keys[i + 1] == keys[i] + 1:
             i += 1
         return (keys[i] + 1) * CHUNK
-
-    def ranges(self):
-        """Yield (start_chunk, count, location_list) runs of allocated chunks."""
-        run = []
-        for index in self._keys():
-            if run and index != run[-1] + 1:
-                yield run[0], len(run), [self.chunks[i] for i in run]
-                run = []
-            run.append(index)
-        if run:
-            yield run[0], len(run), [self.chunks[i] for i in run]
 
     def _keys(self):
         if self._sorted is None:

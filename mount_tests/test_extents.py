@@ -70,7 +70,7 @@ def test_seek_data_and_hole():
     assert emap.seek_data(4 * CHUNK) == 7 * CHUNK
     assert emap.seek_data(8 * CHUNK) is None
     assert emap.seek_hole(CHUNK) == CHUNK
-    emap.remove(3)
+    emap.cut(3 * CHUNK, CHUNK)
     assert emap.seek_hole(2 * CHUNK) == 3 * CHUNK
 
 
