@@ -21,6 +21,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <string.h>
 
@@ -353,5 +354,13 @@ static struct PyModuleDef shim_module = {
 
 PyMODINIT_FUNC PyInit__shim(void)
 {
-    return PyModule_Create(&shim_module);
+    PyObject *module = PyModule_Create(&shim_module);
+    if (module == NULL ||
+        PyModule_AddIntMacro(module, FALLOC_FL_KEEP_SIZE) < 0 ||
+        PyModule_AddIntMacro(module, FALLOC_FL_PUNCH_HOLE) < 0 ||
+        PyModule_AddIntMacro(module, FALLOC_FL_ZERO_RANGE) < 0) {
+        Py_XDECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -19,8 +19,8 @@ import stat
 
 import pyfuse3
 
-import holefs
-
+from . import STATUS_XATTR as STATUS_XATTR_NAME
+from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .extents import CHUNK
 from .namespace import Namespace
 
@@ -31,14 +31,11 @@ log = logging.getLogger(__name__)
 # for them.  So it may cache names and attributes for a long time.
 CACHE_TIMEOUT = 300.0
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
 SEEK_DATA = 3
 SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
 
-STATUS_XATTR = holefs.STATUS_XATTR.encode()
+STATUS_XATTR = STATUS_XATTR_NAME.encode()
 BLOCK = 4096
 
 

@@ -4,10 +4,7 @@ import mmap
 import os
 
 from . import _shim
-
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
+from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 
 
 def release(target, offset, length, *, zero=False):

@@ -16,10 +16,9 @@ import heapq
 import os
 
 from . import _shim
+from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from .extents import CHUNK
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 
