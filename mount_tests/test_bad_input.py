@@ -20,8 +20,8 @@ import pytest
 
 from conftest import assert_serves, is_mounted, run_holefs
 from holefs import _shim
+from holefs.extents import CHUNK
 
-CHUNK = 64 * 1024
 MAX_OFFSET = (1 << 63) - 1  # the largest off_t, and the largest file size
 ZERO_RANGE = 0x10
 XATTR_SIZE_MAX = 65536

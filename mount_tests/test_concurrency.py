@@ -16,8 +16,8 @@ import pytest
 
 from conftest import assert_serves
 from holefs import _shim
+from holefs.extents import CHUNK
 
-CHUNK = 64 * 1024
 PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow
 

@@ -33,8 +33,8 @@ import pytest
 
 from conftest import MiB
 from holefs import _shim
+from holefs.extents import CHUNK
 
-CHUNK = 64 * 1024
 BLOCKS_PER_CHUNK = CHUNK // 512
 MAX_SIZE = 8 * MiB  # files stay below this, so that a run stays fast
 NAMES = ["a", "b", "c", "d/e", "d/f"]  # d/ makes some renames cross directories

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import NOBODY, MiB, as_nobody
+from holefs.extents import CHUNK
 
-CHUNK = 64 * 1024
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 

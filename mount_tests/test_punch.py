@@ -8,8 +8,8 @@ import tarfile
 import pytest
 
 from conftest import MiB, wait_for
+from holefs.extents import CHUNK
 
-CHUNK = 64 * 1024
 KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x1, 0x2, 0x8, 0x10, 0x20
 
 

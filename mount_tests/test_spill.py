@@ -11,8 +11,6 @@ import pytest
 
 from conftest import MiB, is_mounted, run_holefs, wait_for
 
-CHUNK = 64 * 1024
-
 
 @pytest.fixture
 def spill_dir(small_tmpfs):
