@@ -7,6 +7,10 @@ STATUS_XATTR = "holefs.status"
 """The read-only xattr through which `holefs status` asks the daemon."""
 
 
+PYFUSE3_BEFORE_SHIM = "pyfuse3" in sys.modules
+"""pyfuse3 bound libfuse before the shim could interpose it: mount refuses."""
+
+
 def _load_shim():
     """Load the C shim into the global symbol scope, ahead of pyfuse3.
 

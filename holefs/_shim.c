@@ -1,19 +1,60 @@
 /*
- * holefs._shim: the FUSE handlers that pyfuse3 does not have.
+ * holefs._shim: the requests that holefs serves in C, and how they get here.
  *
- * pyfuse3 registers no fallocate or lseek handler, so the kernel would get
- * ENOSYS once, remember it, and answer EOPNOTSUPP to every later fallocate
- * and SEEK_DATA/SEEK_HOLE until unmount.  pyfuse3 offers no hook to add
- * handlers, so this module interposes libfuse's fuse_session_new: Python
- * loads it with RTLD_GLOBAL before pyfuse3, which makes the dynamic linker
- * bind pyfuse3's call to fuse_session_new@FUSE_3.0 to the definition below.
- * It copies pyfuse3's ops table, adds the two handlers (and, for speed,
- * takes over read and write and wraps init and the xattr handlers, see
- * below), and passes the copy to the real function found with dlvsym.  The handlers call back into
- * Python synchronously; pyfuse3 runs fuse_session_process_buf with the GIL
- * held, inside its trio request loop, so each call is atomic with respect to
- * every other request.  holefs.mount checks engaged() after mounting and
- * refuses to run if the interposition did not happen.
+ * pyfuse3 registers no fallocate or lseek handler and offers no hook to add
+ * one, so this module interposes libfuse's session constructor.  Python
+ * loads it with RTLD_GLOBAL before pyfuse3 (holefs/__init__.py), so the
+ * dynamic linker binds pyfuse3's call to the definitions below, which copy
+ * pyfuse3's ops table, patch it, and pass the copy on to libfuse.  There
+ * are two constructors to interpose, and this file builds against both
+ * kinds of header:
+ *   - fuse_session_new@FUSE_3.0, which pyfuse3 calls when it was built
+ *     against libfuse 3.0 to 3.16;
+ *   - fuse_session_new_versioned@FUSE_3.17, which pyfuse3 calls when it was
+ *     built against 3.17 or later, whose fuse_session_new is an inline
+ *     wrapper.  libfuse 3.17's own fuse_session_new@FUSE_3.0 calls it too,
+ *     so the ops table may arrive here already patched.
+ * holefs.mount checks engaged() after mounting and refuses to serve if
+ * neither was called.
+ *
+ * THE CONTRACT BETWEEN C AND PYTHON
+ *
+ * Opcodes served here (SERVED_IN_C below is the one list of them):
+ *   READ, WRITE, FALLOCATE, LSEEK: by the Python handler object given to
+ *       install(), called synchronously with the GIL held;
+ *   GETXATTR of security.capability: answered ENODATA here until some file
+ *       gets that attribute, since the kernel asks before every write;
+ *   INIT: pyfuse3's, then the capabilities that holefs relies on (below).
+ * Everything else goes to pyfuse3, which runs its handler as a trio task.
+ *
+ * The handler object has four methods; each gets the file handle (fh) that
+ * open or create returned, never the inode number:
+ *   read(fh, offset, size) -> a bytes-like object of at most size bytes
+ *   write(fh, offset, data) -> the number of bytes written
+ *   fallocate(fh, mode, offset, length) -> None
+ *   lseek(fh, offset, whence) -> the new offset (SEEK_DATA or SEEK_HOLE)
+ * A handler
+ *   - must not await or block: it runs inside pyfuse3's loop, so every
+ *     request is atomic with respect to every other one;
+ *   - must not keep `data` after it returns: it is a memoryview of libfuse's
+ *     receive buffer, released when the handler returns;
+ *   - reports a failure by raising OSError with its errno.  Any other
+ *     exception is a bug: it goes to sys.unraisablehook and the request
+ *     gets EIO.
+ *
+ * Capabilities, set in INIT on purpose rather than left to libfuse, whose
+ * defaults differ between versions:
+ *   - splice read, write and move: off.  Spliced receive would hand write
+ *     data over as a pipe, which the write handler cannot take.
+ *   - auto_inval_data: off.  Every change comes through the kernel, so its
+ *     page cache is never stale, and this would drop it after every write.
+ *   - writeback cache: off, so that ENOSPC reaches write(2).
+ *   - handle_killpriv and handle_killpriv_v2: off.  The kernel then clears
+ *     set-user-ID, set-group-ID and security.capability itself, by SETATTR
+ *     and REMOVEXATTR, on write, truncate and chown.
+ *   - atomic O_TRUNC: on where the kernel offers it; open() truncates.
+ * libfuse 3.17 keeps them in want_ext, but still converts a changed `want`,
+ * which pyfuse3 also uses; both are changed only through `want`.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -23,14 +64,26 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <poll.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 
+/* libfuse 3.17's header makes fuse_session_new a macro; this file defines
+ * the exported function of that name itself. */
+#undef fuse_session_new
+struct libfuse_version;
+#ifndef FUSE_CAP_HANDLE_KILLPRIV_V2
+#define FUSE_CAP_HANDLE_KILLPRIV_V2 0 /* older libfuse never asks for it */
+#endif
+
 typedef struct fuse_session *(*session_new_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t, void *);
+typedef struct fuse_session *(*session_new_versioned_fn)(
+    struct fuse_args *, const struct fuse_lowlevel_ops *, size_t,
+    struct libfuse_version *, void *);
 typedef int (*receive_fn)(struct fuse_session *, struct fuse_buf *);
 typedef void (*process_fn)(struct fuse_session *, const struct fuse_buf *);
 
@@ -41,17 +94,41 @@ static void (*pyfuse3_getxattr)(fuse_req_t req, fuse_ino_t ino,
 static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
                                 const char *name, const char *value,
                                 size_t size, int flags);
-static void (*pyfuse3_write_buf)(fuse_req_t req, fuse_ino_t ino,
-                                 struct fuse_bufvec *bufv, off_t off,
-                                 struct fuse_file_info *fi);
+static struct fuse_conn_info *conn_info;
 static int capabilities_set;
-static PyObject *fallocate_cb, *lseek_cb, *read_cb, *write_cb;
+static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb;
 static int engaged;
 
-/* Calls a Python handler; the caller holds the GIL.  Returns a new
- * reference, or NULL after reporting the exception: handlers catch their
- * own errors, so one that escapes is a bug, and the request gets EIO. */
-static PyObject *call(PyObject *cb, const char *fmt, ...)
+/* The errno that a failed handler call stands for, with the exception
+ * cleared: an OSError's own, or EIO for anything else, which is a bug and
+ * is reported through sys.unraisablehook. */
+static int handler_errno(PyObject *cb)
+{
+    int err = 0;
+    if (PyErr_ExceptionMatches(PyExc_OSError)) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *number = value ? PyObject_GetAttrString(value, "errno") : NULL;
+        if (number != NULL && PyLong_Check(number))
+            err = (int)PyLong_AsLong(number);
+        Py_XDECREF(number);
+        PyErr_Clear();
+        if (err > 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return err;
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    PyErr_WriteUnraisable(cb);
+    return EIO;
+}
+
+/* Calls a handler; the caller holds the GIL.  Returns a new reference, or
+ * NULL with *err set. */
+static PyObject *call(PyObject *cb, int *err, const char *fmt, ...)
 {
     va_list va;
     va_start(va, fmt);
@@ -60,78 +137,41 @@ static PyObject *call(PyObject *cb, const char *fmt, ...)
     PyObject *out = args ? PyObject_CallObject(cb, args) : NULL;
     Py_XDECREF(args);
     if (out == NULL)
-        PyErr_WriteUnraisable(cb);
+        *err = handler_errno(cb);
     return out;
 }
 
-/* A handler's int result: >= 0 on success, or -errno.  Steals *out*. */
-static long long as_result(PyObject *cb, PyObject *out)
+/* A handler's integer result (None counts as 0), or -errno.  Steals *out*,
+ * which call() returned with *err. */
+static long long as_result(PyObject *cb, PyObject *out, const int *err)
 {
     if (out == NULL)
-        return -EIO;
-    long long result = PyLong_AsLongLong(out);
+        return -*err;
+    long long result = out == Py_None ? 0 : PyLong_AsLongLong(out);
     Py_DECREF(out);
-    if (PyErr_Occurred()) {
-        PyErr_WriteUnraisable(cb);
-        return -EIO;
+    if (result < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%R returned %lld", cb, result);
+        return -handler_errno(cb);
     }
     return result;
 }
 
-static void reply_result(fuse_req_t req, long long ret)
-{
-    fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
-}
-
-static void shim_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
-                           off_t offset, off_t length,
-                           struct fuse_file_info *fi)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    long long ret = as_result(fallocate_cb, call(fallocate_cb, "(KiLL)",
-                              (unsigned long long)ino, mode,
-                              (long long)offset, (long long)length));
-    PyGILState_Release(gil);
-    (void)fi;
-    reply_result(req, ret);
-}
-
-static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
-                       struct fuse_file_info *fi)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    long long ret = as_result(lseek_cb, call(lseek_cb, "(KLi)",
-                              (unsigned long long)ino, (long long)off, whence));
-    PyGILState_Release(gil);
-    (void)fi;
-    if (ret < 0)
-        fuse_reply_err(req, (int)-ret);
-    else
-        fuse_reply_lseek(req, (off_t)ret);
-}
-
-/* Reads and writes skip pyfuse3's coroutine machinery: holefs's handlers
- * never await, so calling them here changes no ordering, and it saves a
- * task switch per request and, for writes, a copy of the data.  The read
- * handler returns a buffer or -errno. */
 static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *out = call(read_cb, "(KLn)", (unsigned long long)fi->fh,
-                         (long long)off, (Py_ssize_t)size);
+    int err = 0;
     Py_buffer view;
-    if (out == NULL) {
-        fuse_reply_err(req, EIO);
-    } else if (PyLong_Check(out)) {
-        reply_result(req, as_result(read_cb, out));
-        out = NULL;
-    } else if (PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
+    PyObject *out = call(read_cb, &err, "(KLn)", (unsigned long long)fi->fh,
+                         (long long)off, (Py_ssize_t)size);
+    if (out != NULL && PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
         fuse_reply_buf(req, view.buf, (size_t)view.len);
         PyBuffer_Release(&view);
     } else {
-        PyErr_WriteUnraisable(read_cb);
-        fuse_reply_err(req, EIO);
+        if (out != NULL)
+            err = handler_errno(read_cb);
+        fuse_reply_err(req, err);
     }
     Py_XDECREF(out);
     PyGILState_Release(gil);
@@ -139,14 +179,15 @@ static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 /* The handler sees the request's own buffer through a memoryview, which is
- * released before libfuse reuses the buffer. */
+ * released before libfuse reuses the buffer: no copy. */
 static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
                            struct fuse_bufvec *bufv, off_t off,
                            struct fuse_file_info *fi)
 {
     struct fuse_buf *buf = &bufv->buf[bufv->idx];
     if (bufv->count != 1 || (buf->flags & FUSE_BUF_IS_FD)) {
-        pyfuse3_write_buf(req, ino, bufv, off, fi);
+        /* Only spliced receive gives a pipe, and INIT turned it off. */
+        fuse_reply_err(req, EIO);
         return;
     }
     PyGILState_STATE gil = PyGILState_Ensure();
@@ -155,8 +196,9 @@ static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
                                              (Py_ssize_t)(buf->size - bufv->off),
                                              PyBUF_READ);
     if (view != NULL) {
-        ret = as_result(write_cb, call(write_cb, "(KLO)", (unsigned long long)fi->fh,
-                                       (long long)off, view));
+        int err;
+        ret = as_result(write_cb, call(write_cb, &err, "(KLO)", (unsigned long long)fi->fh,
+                                       (long long)off, view), &err);
         PyObject *done = PyObject_CallMethod(view, "release", NULL);
         if (done == NULL)
             PyErr_WriteUnraisable(write_cb);
@@ -170,15 +212,77 @@ static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
         fuse_reply_err(req, (int)-ret);
     else
         fuse_reply_write(req, (size_t)ret);
+    (void)ino;
 }
 
-/* Every change reaches holefs through the kernel, so the kernel's page cache
- * is never stale; auto_inval_data would only throw it away whenever it sees
- * a new mtime, which is after every write. */
+static void shim_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+                           off_t offset, off_t length,
+                           struct fuse_file_info *fi)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err;
+    long long ret = as_result(fallocate_cb,
+                              call(fallocate_cb, &err, "(KiLL)", (unsigned long long)fi->fh,
+                                   mode, (long long)offset, (long long)length), &err);
+    PyGILState_Release(gil);
+    fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
+    (void)ino;
+}
+
+static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                       struct fuse_file_info *fi)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err;
+    long long ret = as_result(lseek_cb,
+                              call(lseek_cb, &err, "(KLi)", (unsigned long long)fi->fh,
+                                   (long long)off, whence), &err);
+    PyGILState_Release(gil);
+    if (ret < 0)
+        fuse_reply_err(req, (int)-ret);
+    else
+        fuse_reply_lseek(req, (off_t)ret);
+    (void)ino;
+}
+
+/* The capabilities of the contract above, by the names that status shows. */
+static const struct {
+    const char *name;
+    uint64_t flag;
+    int on;
+} capabilities[] = {
+    {"splice_read", FUSE_CAP_SPLICE_READ, 0},
+    {"splice_write", FUSE_CAP_SPLICE_WRITE, 0},
+    {"splice_move", FUSE_CAP_SPLICE_MOVE, 0},
+    {"auto_inval_data", FUSE_CAP_AUTO_INVAL_DATA, 0},
+    {"writeback_cache", FUSE_CAP_WRITEBACK_CACHE, 0},
+    {"handle_killpriv", FUSE_CAP_HANDLE_KILLPRIV, 0},
+    {"handle_killpriv_v2", FUSE_CAP_HANDLE_KILLPRIV_V2, 0},
+    {"atomic_o_trunc", FUSE_CAP_ATOMIC_O_TRUNC, 1},
+};
+#define N_CAPABILITIES (sizeof capabilities / sizeof capabilities[0])
+
 static void shim_init(void *userdata, struct fuse_conn_info *conn)
 {
     pyfuse3_init(userdata, conn);
-    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+    for (size_t i = 0; i < N_CAPABILITIES; i++) {
+        uint32_t flag = (uint32_t)capabilities[i].flag;
+        if (capabilities[i].on && (conn->capable & flag))
+            conn->want |= flag;
+        else
+            conn->want &= ~flag;
+    }
+    conn_info = conn;
+}
+
+/* What libfuse settled on after INIT; 3.17 keeps the final word in want_ext. */
+static uint64_t negotiated(void)
+{
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+    return conn_info->want_ext;
+#else
+    return conn_info->want;
+#endif
 }
 
 /* The kernel asks for security.capability before every write, to know
@@ -206,10 +310,13 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     pyfuse3_setxattr(req, ino, name, value, size, flags);
 }
 
-/* How long, and for how many requests, a stream of reads and writes may be
- * served here before trio gets the thread back for its other tasks. */
-#define STREAM_WAIT_MS 1
-#define STREAM_MAX 64
+/* The opcodes served here, with the ops-table entry that serves each.  The
+ * receive loop and the patched table both come from this one list. */
+#define SERVED_IN_C(X)                           \
+    X(FUSE_READ, read, shim_read)                \
+    X(FUSE_WRITE, write_buf, shim_write_buf)     \
+    X(FUSE_FALLOCATE, fallocate, shim_fallocate) \
+    X(FUSE_LSEEK, lseek, shim_lseek)
 
 static int served_here(const struct fuse_buf *buf)
 {
@@ -217,7 +324,9 @@ static int served_here(const struct fuse_buf *buf)
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof *in)
         return 0;
     switch (in->opcode) {
-    case FUSE_READ: case FUSE_WRITE: case FUSE_FALLOCATE: case FUSE_LSEEK:
+#define CASE(opcode, field, handler) case opcode:
+    SERVED_IN_C(CASE)
+#undef CASE
         return 1;
     case FUSE_GETXATTR:
         return in->len > sizeof *in + sizeof(struct fuse_getxattr_in) &&
@@ -227,6 +336,11 @@ static int served_here(const struct fuse_buf *buf)
         return 0;
     }
 }
+
+/* How long, and for how many requests, a stream of reads and writes may be
+ * served here before trio gets the thread back for its other tasks. */
+#define STREAM_WAIT_MS 1
+#define STREAM_MAX 64
 
 static int next_request_within(int fd, int ms)
 {
@@ -266,51 +380,73 @@ int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
     }
 }
 
-struct fuse_session *fuse_session_new(struct fuse_args *args,
-                                      const struct fuse_lowlevel_ops *op,
-                                      size_t op_size, void *userdata)
+/* pyfuse3's table with holefs's entries in it. */
+static const struct fuse_lowlevel_ops *patch(const struct fuse_lowlevel_ops *op,
+                                             size_t op_size)
 {
-    session_new_fn real = (session_new_fn)dlvsym(RTLD_NEXT,
-                                                 "fuse_session_new",
-                                                 "FUSE_3.0");
-    if (real == NULL) {
-        errno = ENOSYS;
-        return NULL;
-    }
+    if (op == &patched_ops)
+        return op;
     memset(&patched_ops, 0, sizeof patched_ops);
     memcpy(&patched_ops, op,
            op_size < sizeof patched_ops ? op_size : sizeof patched_ops);
-    patched_ops.fallocate = shim_fallocate;
-    patched_ops.lseek = shim_lseek;
+#define PATCH(opcode, field, handler) patched_ops.field = handler;
+    SERVED_IN_C(PATCH)
+#undef PATCH
     pyfuse3_init = patched_ops.init;
     patched_ops.init = shim_init;
     pyfuse3_getxattr = patched_ops.getxattr;
     patched_ops.getxattr = shim_getxattr;
     pyfuse3_setxattr = patched_ops.setxattr;
     patched_ops.setxattr = shim_setxattr;
-    pyfuse3_write_buf = patched_ops.write_buf;
-    patched_ops.write_buf = shim_write_buf;
-    patched_ops.read = shim_read;
     engaged = 1;
-    return real(args, &patched_ops, sizeof patched_ops, userdata);
+    return &patched_ops;
 }
 
-static PyObject *shim_install(PyObject *self, PyObject *args)
+struct fuse_session *fuse_session_new(struct fuse_args *args,
+                                      const struct fuse_lowlevel_ops *op,
+                                      size_t op_size, void *userdata)
 {
-    PyObject *handlers[4];
-    if (!PyArg_ParseTuple(args, "OOOO", &handlers[0], &handlers[1],
-                          &handlers[2], &handlers[3]))
+    session_new_fn real = (session_new_fn)dlvsym(RTLD_NEXT, "fuse_session_new",
+                                                 "FUSE_3.0");
+    if (real == NULL) {
+        errno = ENOSYS;
         return NULL;
+    }
+    return real(args, patch(op, op_size), sizeof patched_ops, userdata);
+}
+
+struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
+                                                const struct fuse_lowlevel_ops *op,
+                                                size_t op_size,
+                                                struct libfuse_version *version,
+                                                void *userdata)
+{
+    session_new_versioned_fn real = (session_new_versioned_fn)dlvsym(
+        RTLD_NEXT, "fuse_session_new_versioned", "FUSE_3.17");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    return real(args, patch(op, op_size), sizeof patched_ops, version, userdata);
+}
+
+static PyObject *shim_install(PyObject *self, PyObject *handlers)
+{
+    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb};
+    const char *names[] = {"read", "write", "fallocate", "lseek"};
+    PyObject *methods[4];
     for (int i = 0; i < 4; i++) {
-        if (!PyCallable_Check(handlers[i])) {
-            PyErr_SetString(PyExc_TypeError, "handlers must be callable");
+        methods[i] = PyObject_GetAttrString(handlers, names[i]);
+        if (methods[i] == NULL || !PyCallable_Check(methods[i])) {
+            if (methods[i] != NULL)
+                PyErr_Format(PyExc_TypeError, "handlers.%s must be callable", names[i]);
+            while (i >= 0)
+                Py_XDECREF(methods[i--]);
             return NULL;
         }
     }
-    Py_XSETREF(fallocate_cb, Py_NewRef(handlers[0]));
-    Py_XSETREF(lseek_cb, Py_NewRef(handlers[1]));
-    Py_XSETREF(read_cb, Py_NewRef(handlers[2]));
-    Py_XSETREF(write_cb, Py_NewRef(handlers[3]));
+    for (int i = 0; i < 4; i++)
+        Py_XSETREF(*slots[i], methods[i]);
     Py_RETURN_NONE;
 }
 
@@ -333,23 +469,59 @@ static PyObject *shim_engaged(PyObject *self, PyObject *unused)
     return PyBool_FromLong(engaged);
 }
 
+static PyObject *shim_negotiated(PyObject *self, PyObject *unused)
+{
+    if (conn_info == NULL)
+        Py_RETURN_NONE;
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out != NULL && i < N_CAPABILITIES; i++) {
+        PyObject *on = PyBool_FromLong((negotiated() & capabilities[i].flag) != 0);
+        if (PyDict_SetItemString(out, capabilities[i].name, on) < 0)
+            Py_CLEAR(out);
+        Py_DECREF(on);
+    }
+    return out;
+}
+
+/* Whether libfuse exports an entry point, for the error when none engaged. */
+static PyObject *exports(const char *name, const char *version)
+{
+    return PyBool_FromLong(dlvsym(RTLD_NEXT, name, version) != NULL);
+}
+
+static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue(
+        "{s:s,s:s,s:{s:N,s:N}}",
+        "version", fuse_pkgversion(),
+        "headers", FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17) ? "3.17+" : "3.0-3.16",
+        "entry_points",
+        "fuse_session_new@FUSE_3.0", exports("fuse_session_new", "FUSE_3.0"),
+        "fuse_session_new_versioned@FUSE_3.17",
+        exports("fuse_session_new_versioned", "FUSE_3.17"));
+}
+
 static PyMethodDef shim_methods[] = {
-    {"install", shim_install, METH_VARARGS,
-     "install(fallocate, lseek, read, write): set the Python handlers.\n\n"
-     "fallocate(inode, mode, offset, length), lseek(inode, offset, whence)\n"
-     "and write(fh, offset, data) return a result >= 0 or -errno;\n"
-     "read(fh, offset, size) returns a buffer or -errno."},
+    {"install", shim_install, METH_O,
+     "install(handlers): the object whose read, write, fallocate and lseek\n"
+     "methods serve those requests; see the contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"engaged", shim_engaged, METH_NOARGS,
-     "True once pyfuse3's fuse_session_new call went through the shim."},
+     "True once pyfuse3's session was created through the shim."},
+    {"negotiated", shim_negotiated, METH_NOARGS,
+     "The capabilities holefs sets, as libfuse settled them in INIT\n"
+     "(name -> bool); None before INIT."},
+    {"libfuse", shim_libfuse, METH_NOARGS,
+     "The libfuse version loaded, the headers built against, and which\n"
+     "session constructors the loaded libfuse exports."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef shim_module = {
     PyModuleDef_HEAD_INIT, "holefs._shim",
-    "fallocate and lseek handlers for pyfuse3, added by interposition.",
-    -1, shim_methods,
+    "The FUSE requests that holefs serves in C; see holefs/_shim.c.",
+    -1, shim_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__shim(void)

@@ -1,10 +1,14 @@
-"""The FUSE operations: pyfuse3's request handlers over the namespace and store.
+"""The FUSE operations: request handlers over the namespace and store.
 
-No handler awaits anything.  pyfuse3 runs each handler as a trio task, so a
-handler without an await point runs from start to finish without any other
-request interleaving: every request is atomic, and the daemon needs no locks.
-The read, write, fallocate and lseek handlers are called by the C shim,
-synchronously, and are plain functions for the same reason.
+No handler awaits anything.  pyfuse3 runs each of `Operations`' handlers as
+a trio task, so a handler without an await point runs from start to finish
+without any other request interleaving: every request is atomic, and the
+daemon needs no locks.  `DataPath` holds the handlers that the C shim calls
+synchronously, for read, write, fallocate and lseek, under the contract
+written at the top of holefs/_shim.c.
+
+Every handler reports a failure by raising OSError; `fuse_errors` turns it
+into pyfuse3's FUSEError, and the shim does the same in C.
 
 flush, fsync, fsyncdir and release are left to pyfuse3, which answers
 ENOSYS: there is nothing to flush, and the kernel then stops asking.
@@ -20,6 +24,7 @@ import stat
 import pyfuse3
 
 from . import STATUS_XATTR as STATUS_XATTR_NAME
+from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .extents import CHUNK
 from .namespace import Namespace
@@ -53,20 +58,6 @@ def fuse_errors(handler):
         except Exception:
             log.exception("%s failed", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
-    return wrapper
-
-
-def shim_errors(handler):
-    """The shim's convention: a result >= 0, or -errno."""
-    @functools.wraps(handler)
-    def wrapper(*args):
-        try:
-            return handler(*args)
-        except OSError as e:
-            return -e.errno
-        except Exception:
-            log.exception("%s failed", handler.__name__)
-            return -errno.EIO
     return wrapper
 
 
@@ -261,60 +252,6 @@ class Operations(pyfuse3.Operations):
             inode.touch()
         return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
 
-    @shim_errors
-    def read(self, inode_id, offset, length):
-        inode = self.ns[inode_id]
-        length = min(length, inode.size - offset)
-        inode.note_access()
-        if length <= 0:
-            return b""
-        return self.store.read(inode.extents, offset, length)
-
-    @shim_errors
-    def write(self, inode_id, offset, data):
-        inode = self.ns[inode_id]
-        if offset + len(data) > MAX_FILE_SIZE:
-            raise OSError(errno.EFBIG, "file too large")
-        written = self.store.write(inode.extents, offset, data)
-        inode.size = max(inode.size, offset + written)
-        inode.touch()
-        return written
-
-    @shim_errors
-    def fallocate(self, inode_id, mode, offset, length):
-        inode = self.ns[inode_id]
-        if inode.extents is None:
-            return -errno.ENODEV
-        end = offset + length
-        if offset < 0 or length <= 0:
-            return -errno.EINVAL
-        if end > MAX_FILE_SIZE:
-            return -errno.EFBIG
-        if mode & ~FALLOC_FL_KEEP_SIZE == 0:
-            self.store.reserve(inode.extents, offset, length)
-        elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
-            self.store.punch(inode.extents, offset, length)
-        elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
-            self.store.reserve(inode.extents, offset, length, zero=True)
-        else:
-            return -errno.EOPNOTSUPP
-        if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:
-            inode.size = end
-        inode.touch()
-        return 0
-
-    @shim_errors
-    def lseek(self, inode_id, offset, whence):
-        inode = self.ns[inode_id]
-        if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):
-            return -errno.EINVAL
-        if not 0 <= offset < inode.size:
-            return -errno.ENXIO
-        if whence == SEEK_DATA:
-            found = inode.extents.seek_data(offset)
-            return -errno.ENXIO if found is None or found >= inode.size else found
-        return min(inode.extents.seek_hole(offset), inode.size)
-
     # Extended attributes ------------------------------------------------
 
     @fuse_errors
@@ -388,4 +325,70 @@ class Operations(pyfuse3.Operations):
             "inodes_free": max(0, self.ns.max_inodes - self.ns.used_inodes),
             "chunk": CHUNK,
             "pid": os.getpid(),
+            "libfuse": _shim.libfuse()["version"],
+            "capabilities": _shim.negotiated(),
         }
+
+
+class DataPath:
+    """The handlers that the C shim calls directly: see holefs/_shim.c.
+
+    They get the file handle that open and create return, which holefs
+    makes the inode number; they must not await, and must not keep the
+    memoryview that write gets.
+    """
+
+    def __init__(self, namespace: Namespace, store):
+        self.ns = namespace
+        self.store = store
+
+    def read(self, fh, offset, length):
+        inode = self.ns[fh]
+        length = min(length, inode.size - offset)
+        inode.note_access()
+        if length <= 0:
+            return b""
+        return self.store.read(inode.extents, offset, length)
+
+    def write(self, fh, offset, data):
+        inode = self.ns[fh]
+        if offset + len(data) > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, "file too large")
+        written = self.store.write(inode.extents, offset, data)
+        inode.size = max(inode.size, offset + written)
+        inode.touch()
+        return written
+
+    def fallocate(self, fh, mode, offset, length):
+        inode = self.ns[fh]
+        if inode.extents is None:
+            raise OSError(errno.ENODEV, "not a regular file")
+        end = offset + length
+        if offset < 0 or length <= 0:
+            raise OSError(errno.EINVAL, "negative offset or empty range")
+        if end > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, "file too large")
+        if mode & ~FALLOC_FL_KEEP_SIZE == 0:
+            self.store.reserve(inode.extents, offset, length)
+        elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+            self.store.punch(inode.extents, offset, length)
+        elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
+            self.store.reserve(inode.extents, offset, length, zero=True)
+        else:
+            raise OSError(errno.EOPNOTSUPP, "unsupported fallocate mode")
+        if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:
+            inode.size = end
+        inode.touch()
+
+    def lseek(self, fh, offset, whence):
+        inode = self.ns[fh]
+        if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):
+            raise OSError(errno.EINVAL, "only SEEK_DATA and SEEK_HOLE come here")
+        if not 0 <= offset < inode.size:
+            raise OSError(errno.ENXIO, "offset at or past EOF")
+        if whence == SEEK_DATA:
+            found = inode.extents.seek_data(offset)
+            if found is None or found >= inode.size:
+                raise OSError(errno.ENXIO, "no data past offset")
+            return found
+        return min(inode.extents.seek_hole(offset), inode.size)

@@ -13,13 +13,14 @@ import os
 import signal
 import socket
 import stat
+import sys
 
 import pyfuse3
 import trio
 
-from . import _shim
+from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import CHUNK
-from .fs import Operations
+from .fs import DataPath, Operations
 from .namespace import Namespace
 from .tiers import Store, open_ram_tier, open_spill_tier
 
@@ -149,7 +150,8 @@ def serve(mountpoint, options, on_ready=lambda: None):
     store = build_store(options)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
-    _shim.install(ops.fallocate, ops.lseek, ops.read, ops.write)
+    _shim.install(DataPath(namespace, store))
+    sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:
         try:
@@ -159,8 +161,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
                              "(see the message from fusermount3 above)") from None
         stack.callback(_close_session)
         if not _shim.engaged():
-            raise MountError("the fallocate/lseek shim is not active: "
-                             "pyfuse3 was imported before holefs")
+            raise MountError(shim_not_engaged())
         on_ready()
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
@@ -168,6 +169,26 @@ def serve(mountpoint, options, on_ready=lambda: None):
         notify("READY=1\nSTATUS=" + format_usage(ops.usage()))
         trio.run(_run, ops, mountpoint)
     log.info("unmounted %s", mountpoint)
+
+
+def shim_not_engaged():
+    """Why pyfuse3's session bypassed the shim, in one line for the user."""
+    libfuse = _shim.libfuse()
+    if PYFUSE3_BEFORE_SHIM:
+        return ("the C shim is not active: pyfuse3 was loaded before holefs, "
+                "so its calls went straight to libfuse")
+    exported = [name for name, found in libfuse["entry_points"].items() if found]
+    missing = [name for name, found in libfuse["entry_points"].items() if not found]
+    return (f"the C shim is not active: libfuse {libfuse['version']} created "
+            f"pyfuse3's session without calling {' or '.join(exported) or 'any known entry point'}, "
+            "which holefs interposes"
+            + (f"; this libfuse has no {', '.join(missing)}" if missing else ""))
+
+
+def _log_unraisable(unraisable):
+    """A handler that the shim called failed with a bug: log it, then go on."""
+    log.error("%s in %r", unraisable.exc_type.__name__, unraisable.object,
+              exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
 
 
 def _close_session():

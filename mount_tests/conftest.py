@@ -111,6 +111,13 @@ class Mount:
             wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="daemon exit")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_checkout(tmp_path_factory):
+    """Work from outside the checkout, so that a Python a test starts imports
+    the installed holefs, not the source tree in its current directory."""
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def mount_holefs(tmp_path):
     """Factory: mount holefs with the given -o options; unmounted afterwards.

@@ -15,7 +15,7 @@ sends nearly every chunk through the spill file and back.
 CI runs a few seeds.  To run millions of operations locally:
 
     HOLEFS_MODEL_SEEDS=0-999 HOLEFS_MODEL_OPS=2000 \\
-        .venv/bin/python -m pytest -q mount_tests/test_model.py
+        /opt/holefs/bin/pytest -q mount_tests/test_model.py
 
 HOLEFS_MODEL_SEEDS takes '7', '0-999' or '1,5,20-30'.  A failure names the
 mode, the seed and the operation index, lists the last operations, and
@@ -420,7 +420,7 @@ def test_model(mount_holefs, tmp_path, mode, seed):
             f"model test failed: mode={mode} seed={seed} {where}: {type(e).__name__}: {e}\n"
             f"last operations:\n  " + "\n  ".join(run.history) + "\n"
             f"reproduce: HOLEFS_MODEL_SEEDS={seed} HOLEFS_MODEL_OPS={OPS} "
-            f".venv/bin/python -m pytest -q 'mount_tests/test_model.py::test_model[{mode}-{seed}]'"
+            f"/opt/holefs/bin/pytest -q 'mount_tests/test_model.py::test_model[{mode}-{seed}]'"
         ) from e
     finally:
         run.close()

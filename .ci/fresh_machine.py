@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Fresh Debian machines, booted with systemd-nspawn, for testing the README.
+
+The README promises that its commands work on a fresh Debian machine.  A
+fresh machine is what this module makes: a `debootstrap --variant=minbase`
+root with only what is needed to clone the repository and boot (git,
+ca-certificates, systemd, dbus), so that `.ci/setup` has to install
+everything else itself.  The root is built once per suite and kept as a
+tarball in CACHE; every `fresh_machine()` extracts it into a new directory,
+so no run sees what an earlier one left behind.
+
+The machine must reach the package registries that this host reaches, so
+it gets the host's apt sources (with the suite name swapped), the apt
+settings that govern fetching, pip's configuration and environment (with
+any local index or wheel directory bound in read-only) and the CA trust
+store.  Only downloads are shared between runs: apt's archives and pip's
+HTTP cache are bound from CACHE; pip's cache of wheels it *built* is not,
+as a cached pyfuse3 wheel would hide a missing build dependency.
+
+The machine boots with systemd as PID 1, as a real one does.  Commands run
+as root through `systemd-run` inside it, so they sit in a unit of the
+machine's own systemd like a login session's or a CI runner's commands,
+not in a cgroup outside it.
+
+As a command, for developers:
+
+    python3 .ci/fresh_machine.py build [SUITE...]
+    python3 .ci/fresh_machine.py shell SUITE [--src] [-- CMD...]
+
+`shell` runs CMD (default: an interactive bash) in a fresh machine and
+exits with its status; `--src` binds this repository read-only at /src.
+"""
+
+import argparse
+import configparser
+import contextlib
+import fcntl
+import hashlib
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CACHE = pathlib.Path(os.environ.get("HOLEFS_CI_CACHE", "/var/cache/holefs-ci"))
+SUITES = ("bookworm", "trixie")
+# What a fresh machine has before the README's commands: enough to clone
+# the repository and to boot.  dbus is what a booted Debian has (systemd
+# recommends it), and logind, machined and systemd-run --scope need it.
+PACKAGES = ("ca-certificates", "git", "systemd", "systemd-sysv", "dbus")
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "LANG": "C.UTF-8", "HOME": "/root", "USER": "root", "LOGNAME": "root",
+       "SHELL": "/bin/bash"}
+# Host environment that decides how downloads reach the registries.
+PASSED_ENV = re.compile(r"PIP_.*|(?i:(https?|ftp|no|all)_proxy)")
+PIP_CONFIG = (pathlib.Path("/etc/pip.conf"), pathlib.Path("/etc/xdg/pip"),
+              pathlib.Path("/root/.config/pip"))
+# pip settings whose values may name local files or file:// indexes.
+PIP_PATH_KEYS = {"index-url", "extra-index-url", "find-links", "constraint",
+                 "requirement", "cert"}
+
+
+def log(message):
+    print(f"[fresh_machine] {message}", file=sys.stderr, flush=True)
+
+
+def os_release(root="/"):
+    fields = {}
+    for line in pathlib.Path(root, "etc/os-release").read_text().splitlines():
+        key, _, value = line.partition("=")
+        fields[key] = value.strip('"')
+    return fields
+
+
+def host_sources():
+    """The host's enabled apt source files, as {path: text}."""
+    apt = pathlib.Path("/etc/apt")
+    files = [apt / "sources.list"] + sorted((apt / "sources.list.d").glob("*.list")) \
+        + sorted((apt / "sources.list.d").glob("*.sources"))
+    return {f: f.read_text() for f in files if f.is_file()}
+
+
+def host_mirror():
+    """The host's Debian mirror: the first source that serves the host's suite."""
+    codename = os_release()["VERSION_CODENAME"]
+    for text in host_sources().values():
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.findall(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.findall(r"^Suites:(.*)$", stanza, re.M)
+            if uris and suites and codename in suites[0].split():
+                return uris[0]
+            match = re.search(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{codename}\s", stanza, re.M)
+            if match:
+                return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def root_tarball(suite):
+    """The cached root of *suite*, built with debootstrap if it is missing.
+
+    The file name carries a hash of everything the build depends on, so a
+    changed package list or mirror builds a new root; older ones are
+    deleted.  A lock keeps two runs from building the same root at once.
+    """
+    mirror = host_mirror()
+    key = hashlib.sha256(repr((suite, mirror, "minbase", PACKAGES)).encode()).hexdigest()[:12]
+    tarball = CACHE / f"debian-{suite}-{key}.tar"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"debian-{suite}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.exists():
+            return tarball
+        build = pathlib.Path(tempfile.mkdtemp(prefix=f"build-{suite}-", dir=CACHE))
+        try:
+            start = time.monotonic()
+            log(f"debootstrap {suite} from {mirror}")
+            subprocess.run(["debootstrap", "--variant=minbase",
+                            "--include=" + ",".join(PACKAGES), suite, build / "root", mirror],
+                           check=True, stdout=subprocess.DEVNULL)
+            # A fresh machine has no package lists: .ci/setup must fetch them.
+            subprocess.run(["chroot", build / "root", "apt-get", "clean"], check=True)
+            for lists in (build / "root/var/lib/apt/lists").glob("*_*"):
+                lists.unlink()
+            log(f"debootstrap {suite}: {time.monotonic() - start:.0f} s")
+            subprocess.run(["tar", "-C", build / "root", "--numeric-owner", "--xattrs",
+                            "--xattrs-include=*", "-cf", build / "root.tar", "."], check=True)
+            os.replace(build / "root.tar", tarball)
+        finally:
+            subprocess.run(["rm", "-rf", "--one-file-system", build], check=True)
+        for old in CACHE.glob(f"debian-{suite}-*.tar"):
+            if old != tarball:
+                old.unlink()
+    return tarball
+
+
+def unowned(paths):
+    """The *paths* that no Debian package owns: the machine's own settings."""
+    paths = [str(p) for p in paths]
+    owned = subprocess.run(["dpkg-query", "-S", *paths], capture_output=True, text=True).stdout
+    owned = {line.partition(": ")[2] for line in owned.splitlines()}
+    return [pathlib.Path(p) for p in paths if p not in owned]
+
+
+def copy_into(root, path):
+    """Copy host *path* (file or tree, symlinks resolved) to the same place in *root*."""
+    target = root / path.relative_to("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        shutil.copytree(path, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(path, target)
+
+
+def pip_local_dirs():
+    """Host directories that pip's configuration and PIP_* variables point into.
+
+    A file:// index is bound with its parent, as its pages link to files
+    beside it (/opt/pypi/simple/x/index.html -> ../../files/x.whl).
+    """
+    values = [v for k, v in os.environ.items() if k.startswith("PIP_")]
+    for place in PIP_CONFIG:
+        for conf in [place] if place.is_file() else sorted(place.glob("*.conf")):
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(conf)
+            values += [v for s in parser.sections() for k, v in parser.items(s)
+                       if k in PIP_PATH_KEYS]
+    dirs = set()
+    for word in " ".join(values).split():
+        path = pathlib.Path(word.removeprefix("file://"))
+        if not path.is_absolute() or not path.exists() or \
+                any(path.is_relative_to(p) for p in (*PIP_CONFIG, "/etc/ssl")):
+            continue
+        dirs.add(path.parent if path.name == "simple" else path)
+    return sorted(dirs)
+
+
+def configure(root, suite):
+    """Give *root* the host's way of reaching and trusting package registries."""
+    host_codename = os_release()["VERSION_CODENAME"]
+    apt = root / "etc/apt"
+    (apt / "sources.list").unlink(missing_ok=True)
+    for path, text in host_sources().items():
+        text = re.sub(rf"\b{host_codename}\b", suite, text)
+        (root / path.relative_to("/")).write_text(text)
+        # Keyrings of third-party sources; the suite's own keyring is its own.
+        for keyring in re.findall(r"(?:Signed-By:|signed-by=)\s*(/\S+?)\]?$", text, re.M):
+            if not (root / keyring.lstrip("/")).exists():
+                copy_into(root, pathlib.Path(keyring))
+    # Proxies, validity checks and index targets: the Acquire settings in
+    # files that no package installed (99artifact-registry and the like).
+    confs = sorted(pathlib.Path("/etc/apt/apt.conf.d").iterdir()) + \
+        [p for p in [pathlib.Path("/etc/apt/apt.conf")] if p.exists()]
+    for conf in unowned(confs):
+        if re.search(r"^\s*Acquire\b", conf.read_text(), re.M):
+            copy_into(root, conf)
+    for path in (*PIP_CONFIG, pathlib.Path("/usr/local/share/ca-certificates")):
+        if path.exists():
+            copy_into(root, path)
+    # The host's bundle, not a rebuilt one: it holds every CA the host trusts.
+    shutil.rmtree(root / "etc/ssl/certs")
+    copy_into(root, pathlib.Path("/etc/ssl/certs"))
+
+
+def find_init(nspawn_pid):
+    """PID (on the host) of the machine's systemd, a child of nspawn."""
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, tail = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        if head.partition("(")[2] == "systemd" and int(tail.split()[1]) == nspawn_pid:
+            return int(stat.parent.name)
+    return None
+
+
+class Machine:
+    """A booted fresh machine; run() runs commands in it as root."""
+
+    def __init__(self, suite, root, nspawn, console):
+        self.suite, self.root, self.nspawn, self.console = suite, root, nspawn, console
+        self.pid1 = None
+        self.env = {**ENV, **{k: v for k, v in os.environ.items() if PASSED_ENV.fullmatch(k)}}
+
+    def console_tail(self, chars=4000):
+        return self.console.read_text(errors="replace")[-chars:]
+
+    def enter(self, *cmd, **kwargs):
+        """Run *cmd* in the machine's namespaces, outside its units (for plumbing)."""
+        return subprocess.run(["nsenter", "-t", str(self.pid1), "-a", "--", *cmd],
+                              env=ENV, **kwargs)
+
+    def run(self, command, *, cwd="/root", timeout=600, check=False, capture=True):
+        """Run *command* (a shell string or an argv list) as root in a unit.
+
+        The unit gets a login-like environment, *cwd*, and *timeout*
+        seconds, after which the machine's systemd kills it.  With
+        *capture*, stdout and stderr come back together in .stdout;
+        without, they go to ours (and a terminal stays a terminal).  A
+        *check* failure's message ends with the command's output.
+        """
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        tty = not capture and sys.stdin.isatty()
+        cmd = ["systemd-run", "--quiet", "--wait", "--collect", "--service-type=exec",
+               "--pty" if tty else "--pipe", f"--working-directory={cwd}",
+               f"--property=RuntimeMaxSec={timeout}",
+               *(f"--setenv={k}={v}" for k, v in self.env.items()), "--", *argv]
+        result = self.enter(*cmd, stdin=None if not capture else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE if capture else None,
+                            stderr=subprocess.STDOUT if capture else None,
+                            text=True, errors="replace", timeout=timeout + 60)
+        if check and result.returncode:
+            raise AssertionError(f"in {self.suite}: {shlex.join(argv)} exited with "
+                                 f"{result.returncode}:\n{(result.stdout or '')[-4000:]}")
+        return result
+
+    def boot(self, timeout=120):
+        """Wait for nspawn's child systemd, then for the boot to finish."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.nspawn.poll() is not None:
+                raise AssertionError(f"systemd-nspawn exited:\n{self.console_tail()}")
+            self.pid1 = self.pid1 or find_init(self.nspawn.pid)
+            if self.pid1:
+                state = self.enter("systemctl", "is-system-running", "--wait",
+                                   capture_output=True, text=True, timeout=timeout).stdout
+                if state.strip() in ("running", "degraded"):
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.suite} did not boot:\n{self.console_tail()}")
+
+    def shut_down(self):
+        """Power off; if that hangs, killing PID 1 ends the whole PID namespace."""
+        if self.pid1 and self.nspawn.poll() is None:
+            self.enter("systemctl", "poweroff", "--no-block", capture_output=True, timeout=30)
+        try:
+            self.nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            if self.pid1:
+                os.kill(self.pid1, 9)
+            try:
+                self.nspawn.wait(30)
+            except subprocess.TimeoutExpired:
+                self.nspawn.kill()
+                self.nspawn.wait()
+
+
+def mounts_under(path):
+    with open("/proc/self/mounts") as f:
+        return [m for m in (line.split()[1] for line in f)
+                if m == str(path) or m.startswith(f"{path}/")]
+
+
+@contextlib.contextmanager
+def fresh_machine(suite, *, ro_binds=(), workdir="/var/tmp"):
+    """A booted fresh *suite* machine, taken down and deleted afterwards.
+
+    *ro_binds* maps container paths to host paths bound read-only.
+    Machine.timings tells how long extracting and booting took.
+    """
+    tarball = root_tarball(suite)
+    timings = {}
+    base = pathlib.Path(tempfile.mkdtemp(prefix=f"holefs-{suite}-", dir=workdir))
+    root = base / "root"
+    machine = None
+    try:
+        start = time.monotonic()
+        root.mkdir()
+        subprocess.run(["tar", "-C", root, "--numeric-owner", "--xattrs",
+                        "--xattrs-include=*", "-xpf", tarball], check=True)
+        configure(root, suite)
+        timings["extract"] = time.monotonic() - start
+        caches = {"/var/cache/apt/archives": CACHE / f"apt-{suite}",
+                  "/root/.cache/pip/http": CACHE / f"pip-{suite}/http",
+                  "/root/.cache/pip/http-v2": CACHE / f"pip-{suite}/http-v2"}
+        for host in caches.values():
+            host.mkdir(parents=True, exist_ok=True)
+        binds = [f"--bind={h}:{c}" for c, h in caches.items()] + \
+            [f"--bind-ro={d}" for d in pip_local_dirs()] + \
+            [f"--bind-ro={h}:{c}" for c, h in dict(ro_binds).items()]
+        cmd = ["systemd-nspawn", "--quiet", f"--directory={root}", "--boot",
+               f"--machine=holefs-{suite}-{os.getpid()}", "--register=no", "--keep-unit",
+               "--console=pipe", "--bind=/dev/fuse", *binds,
+               "systemd.firstboot=off", "systemd.mask=systemd-firstboot.service"]
+        # The test suite tunes /sys/class/bdi and /proc/sys/fs, which nspawn
+        # would otherwise mount read-only.
+        env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
+        start = time.monotonic()
+        with open(base / "console.log", "wb") as console:
+            machine = Machine(suite, root, subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=console,
+                stderr=subprocess.STDOUT), base / "console.log")
+        machine.timings = timings
+        machine.boot()
+        timings["boot"] = time.monotonic() - start
+        yield machine
+    finally:
+        if machine:
+            machine.shut_down()
+        leaked = mounts_under(base)
+        if leaked:
+            raise AssertionError(f"mounts left under {base}, not deleting it: {leaked}")
+        subprocess.run(["rm", "-rf", "--one-file-system", base], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="build (or find) the cached roots")
+    build.add_argument("suites", nargs="*", choices=SUITES, default=SUITES)
+    shell = sub.add_parser("shell", help="run a command in a fresh machine")
+    shell.add_argument("suite", choices=SUITES)
+    shell.add_argument("--src", action="store_true",
+                       help=f"bind {REPO} read-only at /src")
+    shell.add_argument("command", nargs="*", default=["/bin/bash", "-l"])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("must run as root")
+    if args.action == "build":
+        for suite in args.suites:
+            print(root_tarball(suite))
+        return 0
+    with fresh_machine(args.suite, ro_binds={"/src": REPO} if args.src else {}) as machine:
+        log(f"{args.suite} up (" + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                             machine.timings.items()) + ")")
+        return machine.run(args.command, cwd="/src" if args.src else "/root",
+                           timeout=24 * 3600, capture=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Builds the C shim against the libfuse 3 that pkg-config finds."""
+
+import shlex
+import subprocess
+
+from setuptools import Extension, setup
+
+
+def pkg_config(flag):
+    try:
+        out = subprocess.run(["pkg-config", flag, "fuse3"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"holefs needs pkg-config and libfuse 3's headers "
+                         f"(Debian: apt-get install pkg-config libfuse3-dev): {e}") from None
+    return shlex.split(out)
+
+
+setup(ext_modules=[Extension(
+    "holefs._shim",
+    sources=["holefs/_shim.c"],
+    depends=["holefs/_shim.map"],
+    extra_compile_args=pkg_config("--cflags"),
+    # The version script exports the interposers as fuse_session_new@FUSE_3.0
+    # and fuse_session_new_versioned@FUSE_3.17; see holefs/_shim.c.
+    extra_link_args=[*pkg_config("--libs"), "-ldl", "-Wl,--version-script=holefs/_shim.map"],
+)])
