@@ -226,7 +226,7 @@ def format_mount_status(s):
                 f"({human(s['ram_allocated'])} resident)"),
         ("spill", spill),
         ("inodes", f"{s['inodes_used']} used, {s['inodes_free']} free"),
-        ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}"),
+        ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
     ]
     return "\n".join(f"{k:<8}{v}" for k, v in rows)
 

@@ -24,13 +24,14 @@ def run_holefs(*args, check=True, **kwargs):
                           check=check, timeout=60, **kwargs)
 
 
-def as_nobody(*cmd):
+def as_nobody(*cmd, input=None):
     """Run a command as an unprivileged user, as a separate process."""
     def drop():
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    return subprocess.run(cmd, preexec_fn=drop, capture_output=True, text=True, timeout=30)
+    return subprocess.run(cmd, preexec_fn=drop, input=input, capture_output=True, text=True,
+                          timeout=30)
 
 
 def is_mounted(path):
@@ -119,18 +120,22 @@ def outside_the_checkout(tmp_path_factory):
 
 
 @pytest.fixture
-def mount_holefs(tmp_path):
-    """Factory: mount holefs with the given -o options; unmounted afterwards.
-
-    Mountpoints live in a world-readable directory, so that tests can
-    reach them as an unprivileged user.
-    """
-    mounts = []
+def public_dir():
+    """A directory that every user can reach, for mountpoints that tests
+    also use as an unprivileged user."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="holefs-test-"))
     base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def mount_holefs(tmp_path, public_dir):
+    """Factory: mount holefs with the given -o options; unmounted afterwards."""
+    mounts = []
 
     def mount(options="", name="mnt"):
-        path = base / name
+        path = public_dir / name
         path.mkdir(exist_ok=True)
         args = ["mount", str(path)] + (["-o", options] if options else [])
         result = run_holefs(*args, check=False)
@@ -144,17 +149,16 @@ def mount_holefs(tmp_path):
     yield mount
     for m in mounts:
         force_unmount(m.path)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
+def small_tmpfs(public_dir):
     """Factory: a tmpfs of our own, whose usage can be measured exactly and
     which fills up when we want it to."""
     mounted = []
 
     def make(size, name="tmpfs"):
-        path = tmp_path / name
+        path = public_dir / name
         path.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                        check=True)
