@@ -19,7 +19,7 @@ def pkg_config(flag):
 setup(ext_modules=[Extension(
     "holefs._shim",
     sources=["holefs/_shim.c"],
-    depends=["holefs/_shim.map"],
+    depends=["holefs/_shim.map"],  # which also puts it in the sdist
     extra_compile_args=pkg_config("--cflags"),
     # The version script exports the interposers as fuse_session_new@FUSE_3.0
     # and fuse_session_new_versioned@FUSE_3.17; see holefs/_shim.c.
