@@ -161,7 +161,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
                              "(see the message from fusermount3 above)") from None
         stack.callback(_close_session)
         if not _shim.engaged():
-            raise MountError(shim_not_engaged())
+            raise MountError(shim_not_engaged(_shim.libfuse(), PYFUSE3_BEFORE_SHIM))
         on_ready()
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
@@ -171,18 +171,21 @@ def serve(mountpoint, options, on_ready=lambda: None):
     log.info("unmounted %s", mountpoint)
 
 
-def shim_not_engaged():
-    """Why pyfuse3's session bypassed the shim, in one line for the user."""
-    libfuse = _shim.libfuse()
-    if PYFUSE3_BEFORE_SHIM:
-        return ("the C shim is not active: pyfuse3 was loaded before holefs, "
-                "so its calls went straight to libfuse")
-    exported = [name for name, found in libfuse["entry_points"].items() if found]
-    missing = [name for name, found in libfuse["entry_points"].items() if not found]
-    return (f"the C shim is not active: libfuse {libfuse['version']} created "
-            f"pyfuse3's session without calling {' or '.join(exported) or 'any known entry point'}, "
-            "which holefs interposes"
-            + (f"; this libfuse has no {', '.join(missing)}" if missing else ""))
+def shim_not_engaged(libfuse, pyfuse3_first):
+    """Why pyfuse3's session bypassed the shim, in one line for the user.
+
+    *libfuse* is what `_shim.libfuse()` tells of the library loaded.
+    """
+    entry_points = libfuse["entry_points"]
+    if pyfuse3_first:
+        cause = "pyfuse3 was loaded before holefs, so it called libfuse directly"
+    else:
+        cause = f"pyfuse3 called neither {' nor '.join(entry_points)}"
+        missing = [name for name, found in entry_points.items() if not found]
+        if missing:
+            cause += f" (this libfuse has no {' and no '.join(missing)})"
+    return (f"the C shim did not engage with libfuse {libfuse['version']}: {cause}; "
+            "without it there is no fallocate or SEEK_HOLE")
 
 
 def _log_unraisable(unraisable):

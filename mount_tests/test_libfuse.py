@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from conftest import MiB, as_nobody, run_holefs
+from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
 
@@ -89,3 +90,14 @@ def test_a_write_by_another_user_clears_setuid_and_setgid(kind, mount_holefs, sm
 def test_status_names_the_libfuse_it_runs_on(fs):
     out = run_holefs("status", str(fs.path)).stdout
     assert f"libfuse {fs.status()['libfuse']}" in out
+
+
+def test_a_shim_that_did_not_engage_names_libfuse_and_the_entry_points():
+    libfuse = {"version": "3.14.0", "entry_points": {
+        "fuse_session_new@FUSE_3.0": True, "fuse_session_new_versioned@FUSE_3.17": False}}
+    assert shim_not_engaged(libfuse, pyfuse3_first=False) == (
+        "the C shim did not engage with libfuse 3.14.0: pyfuse3 called neither "
+        "fuse_session_new@FUSE_3.0 nor fuse_session_new_versioned@FUSE_3.17 "
+        "(this libfuse has no fuse_session_new_versioned@FUSE_3.17); "
+        "without it there is no fallocate or SEEK_HOLE")
+    assert "pyfuse3 was loaded before holefs" in shim_not_engaged(libfuse, pyfuse3_first=True)

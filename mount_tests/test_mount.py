@@ -165,7 +165,8 @@ def test_mount_refuses_to_run_without_the_shim(tmp_path):
         result = subprocess.run([sys.executable, "-c", code, str(mnt)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
-        assert "shim is not active" in result.stderr
+        assert "shim did not engage with libfuse" in result.stderr
+        assert "pyfuse3 was loaded before holefs" in result.stderr
         assert not is_mounted(mnt)
     finally:
         force_unmount(mnt)
