@@ -30,7 +30,9 @@
  * The handler object has four methods; each gets the file handle (fh) that
  * open or create returned, never the inode number:
  *   read(fh, offset, size) -> a bytes-like object of at most size bytes
- *   write(fh, offset, data) -> the number of bytes written
+ *   write(fh, offset, data, writeback) -> the number of bytes written;
+ *       writeback is true for the kernel's writeback of pages that a
+ *       shared mapping dirtied, which no write(2) waits for
  *   fallocate(fh, mode, offset, length) -> None
  *   lseek(fh, offset, whence) -> the new offset (SEEK_DATA or SEEK_HOLE)
  * A handler
@@ -197,8 +199,9 @@ static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
                                              PyBUF_READ);
     if (view != NULL) {
         int err;
-        ret = as_result(write_cb, call(write_cb, &err, "(KLO)", (unsigned long long)fi->fh,
-                                       (long long)off, view), &err);
+        ret = as_result(write_cb, call(write_cb, &err, "(KLOO)", (unsigned long long)fi->fh,
+                                       (long long)off, view,
+                                       fi->writepage ? Py_True : Py_False), &err);
         PyObject *done = PyObject_CallMethod(view, "release", NULL);
         if (done == NULL)
             PyErr_WriteUnraisable(write_cb);

@@ -27,6 +27,10 @@ options (-o, comma-separated, as for tmpfs):
                   used only when ram= is below size=
   allow_other     let other users in (root, or user_allow_other in
                   /etc/fuse.conf); default_permissions is always on
+  reserve         a file that grows (ftruncate, a write past EOF) takes all
+                  its new space at once, so a full filesystem fails that call
+                  with ENOSPC instead of a later writeback from a shared
+                  mapping; files are then not sparse (use it for /dev/shm)
   fsname=NAME     source name shown by df and mount (default holefs)
   debug           log at debug level, including every request that fails
   ro, nosuid, nodev, noexec, noatime, sync ...   passed to the kernel

@@ -28,6 +28,8 @@ from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .extents import CHUNK
 from .namespace import Namespace
+from .ratelimit import RateLimitedLog
+from .tiers import NoSpace
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class Operations(pyfuse3.Operations):
         self.ns = namespace
         self.store = store
         self.options = options
+        self.data = DataPath(namespace, store, reserve=options.reserve)
         self._dirs = {}        # directory handle -> snapshot of entries
         self._next_dir_handle = 1
 
@@ -117,6 +120,8 @@ class Operations(pyfuse3.Operations):
             if attr.st_size <= inode.size:
                 # As tmpfs does, this also drops space reserved past EOF.
                 self.store.truncate(inode.extents, attr.st_size)
+            else:
+                self.data.grow(inode, attr.st_size, "truncate")
             inode.size = attr.st_size
             inode.touch()
         if fields.update_mode:
@@ -321,6 +326,7 @@ class Operations(pyfuse3.Operations):
             "spill_used": spill.used * CHUNK if spill else 0,
             "spill_allocated": spill.allocated_bytes() if spill else 0,
             "spill_dir": self.options.spill if spill else None,
+            "reserve": self.options.reserve,
             "inodes_used": self.ns.used_inodes,
             "inodes_free": max(0, self.ns.max_inodes - self.ns.used_inodes),
             "chunk": CHUNK,
@@ -336,11 +342,37 @@ class DataPath:
     They get the file handle that open and create return, which holefs
     makes the inode number; they must not await, and must not keep the
     memoryview that write gets.
+
+    With *reserve* (-o reserve), a file that grows takes all its new space
+    at once, so that a full filesystem fails the call that grew it, and not
+    a later writeback that no program waits for.
     """
 
-    def __init__(self, namespace: Namespace, store):
+    def __init__(self, namespace: Namespace, store, reserve=False):
         self.ns = namespace
         self.store = store
+        self.reserve = reserve
+        self._refusals = RateLimitedLog(log)
+
+    def grow(self, inode, end, how):
+        """Under reserve, take the space from EOF to *end* now, or refuse."""
+        if self.reserve and end > inode.size:
+            try:
+                self.store.reserve(inode.extents, inode.size, end - inode.size)
+            except OSError as e:
+                self.refused(how, inode, inode.size, end - inode.size, e)
+                raise
+
+    def refused(self, how, inode, offset, length, error):
+        """Log a request, or the part of one, that found no room."""
+        path = self.ns.path_of(inode)
+        why = getattr(error, "why", None)
+        self._refusals.warning(
+            "%s refused: inode %d%s, %d bytes at offset %d: %s%s%s",
+            how, inode.id, "" if path is None else f" ({os.fsdecode(path)})",
+            length, offset, error.strerror, f" ({why})" if why else "",
+            "; the program learns of it only if it checks msync, fsync or close"
+            if how == "writeback" else "")
 
     def read(self, fh, offset, length):
         inode = self.ns[fh]
@@ -350,11 +382,21 @@ class DataPath:
             return b""
         return self.store.read(inode.extents, offset, length)
 
-    def write(self, fh, offset, data):
+    def write(self, fh, offset, data, writeback=False):
         inode = self.ns[fh]
-        if offset + len(data) > MAX_FILE_SIZE:
+        end = offset + len(data)
+        if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
-        written = self.store.write(inode.extents, offset, data)
+        how = "writeback" if writeback else "write"
+        self.grow(inode, end, how)
+        try:
+            written = self.store.write(inode.extents, offset, data)
+        except OSError as e:
+            self.refused(how, inode, offset, len(data), e)
+            raise
+        if written < len(data):
+            self.refused(how, inode, offset + written, len(data) - written,
+                         NoSpace(f"only the first {written} bytes fit"))
         inode.size = max(inode.size, offset + written)
         inode.touch()
         return written

@@ -20,7 +20,7 @@ import trio
 
 from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import CHUNK
-from .fs import DataPath, Operations
+from .fs import Operations
 from .namespace import Namespace
 from .tiers import Store, open_ram_tier, open_spill_tier
 
@@ -150,7 +150,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
     store = build_store(options)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
-    _shim.install(DataPath(namespace, store))
+    _shim.install(ops.data)
     sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:

@@ -180,6 +180,23 @@ class Namespace:
         inode.touch(modified=False)
         return target
 
+    def path_of(self, inode):
+        """A path that names *inode* now, or None if it has no name.
+
+        It searches each directory on the way up, so it is for messages,
+        not for any request's work.
+        """
+        parts = []
+        while inode is not self.root:
+            parent = inode.parent
+            name = next((name for name, child in parent.entries.items() if child is inode),
+                        None) if parent is not None else None
+            if name is None:
+                return None
+            parts.append(name)
+            inode = parent
+        return b"/" + b"/".join(reversed(parts))
+
     def drop_if_unused(self, inode):
         """Forget an inode that has neither names nor kernel references."""
         if inode.nlink == 0 and inode.lookups <= 0 and inode.id in self.inodes:
@@ -204,8 +221,9 @@ class Namespace:
 
     def _attach(self, parent, name, inode):
         parent.entries[name] = inode
+        # For a file, the directory of its latest name: path_of() starts there.
+        inode.parent = parent
         if inode.is_dir:
-            inode.parent = parent
             parent.nlink += 1
         else:
             inode.nlink += 1
@@ -229,10 +247,11 @@ class Namespace:
         old_parent.entries[old_name] = target
         new_parent.entries[new_name] = inode
         for moved, parent in ((inode, new_parent), (target, old_parent)):
-            if moved.is_dir and moved.parent is not parent:
-                moved.parent.nlink -= 1
+            if moved.parent is not parent:
+                if moved.is_dir:
+                    moved.parent.nlink -= 1
+                    parent.nlink += 1
                 moved.parent = parent
-                parent.nlink += 1
             moved.touch(modified=False)
         old_parent.touch()
         new_parent.touch()

@@ -41,6 +41,7 @@ class MountOptions:
     spill: str = DEFAULT_SPILL
     fsname: str = "holefs"
     debug: bool = False
+    reserve: bool = False
     fuse_flags: tuple = ()
 
     @property
@@ -98,8 +99,8 @@ def parse(text):
             flags.append(item)
         elif key in IGNORED or item.startswith(IGNORED_PREFIXES):
             continue
-        elif key == "debug" and not eq:
-            values["debug"] = True
+        elif key in ("debug", "reserve") and not eq:
+            values[key] = True
         elif key in ("size", "ram", "nr_inodes", "mode", "uid", "gid", "spill", "fsname"):
             if not eq or not value:
                 raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
@@ -137,5 +138,6 @@ def parse(text):
         spill=values.get("spill", DEFAULT_SPILL),
         fsname=values.get("fsname", "holefs"),
         debug=values.get("debug", False),
+        reserve=values.get("reserve", False),
         fuse_flags=tuple(flags),
     )

@@ -23,10 +23,11 @@ PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 
 class NoSpace(OSError):
-    """The filesystem (size=) or the spill disk is full."""
+    """The filesystem (size=) or the spill disk is full; *why* says which."""
 
-    def __init__(self):
+    def __init__(self, why):
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.why = why
 
 
 class Tier:
@@ -150,7 +151,7 @@ class Store:
         so that the tier gives back those pages or blocks.
         """
         if self.used + emap.missing(offset, length) > self.limit:
-            raise NoSpace()
+            raise NoSpace("size= is reached")
         for piece in emap.pieces(offset, length):
             if piece.location is None:
                 self._allocate(emap, piece.index)
@@ -199,7 +200,7 @@ class Store:
 
     def _allocate(self, emap, index):
         if self.used >= self.limit:
-            raise NoSpace()
+            raise NoSpace("size= is reached")
         slot = self.ram.alloc()
         if slot is None:
             slot = self._evict()
@@ -210,17 +211,17 @@ class Store:
     def _evict(self):
         """Move the least recently used RAM chunk to the spill tier."""
         if self.spill is None:
-            raise NoSpace()
+            raise NoSpace("ram= is full and there is no spill")
         target = self.spill.alloc()
         if target is None:
-            raise NoSpace()
+            raise NoSpace("the spill file is full")
         slot, (owner, index) = next(iter(self._lru.items()))
         data = os.pread(self.ram.fd, CHUNK, slot * CHUNK)
         try:
             self.spill.write(target, 0, data)
-        except OSError:
+        except OSError as e:
             self.spill.release(target)
-            raise NoSpace() from None
+            raise NoSpace(f"the spill disk refused: {e.strerror}") from None
         del self._lru[slot]
         owner.set(index, ~target)
         self.ram.zero(slot, 0, CHUNK)
