@@ -39,6 +39,12 @@ def is_mounted(path):
         return any(line.split()[1] == str(path) for line in f)
 
 
+def drop_page_cache():
+    """Make the next reads of every file come from the daemon."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1")
+
+
 def wait_for(predicate, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not predicate():

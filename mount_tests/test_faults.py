@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from conftest import HOLEFS, MiB, assert_serves, force_unmount, is_mounted, run_holefs, wait_for
+from conftest import (HOLEFS, MiB, assert_serves, drop_page_cache, force_unmount, is_mounted,
+                      run_holefs, wait_for)
 
 CONNECTION_GONE = {"ENOTCONN", "ECONNABORTED"}
 EXIT_TIMEOUT = 15  # generous: a client still there after this is hung
@@ -93,7 +94,7 @@ def test_full_spill_disk_gives_enospc_and_keeps_serving(mount_holefs, small_tmpf
     assert 7 * MiB <= len(written) <= 9 * MiB
     assert os.stat(path).st_size == len(written)
     assert path.read_bytes() == written
-    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=True)
+    drop_page_cache()
     assert path.read_bytes() == written, "what was written before ENOSPC reads back wrong"
     (m / "empty").touch()
     assert (m / "empty").read_bytes() == b""

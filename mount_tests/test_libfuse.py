@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, as_nobody, run_holefs
+from conftest import MiB, as_nobody, drop_page_cache, run_holefs
 from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
@@ -66,7 +66,7 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
     dd = subprocess.run(["dd", f"if={pattern}", f"of={m / 'pattern'}", "bs=1M"],
                         capture_output=True, text=True, timeout=120)
     assert dd.returncode == 0, dd.stderr
-    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+    drop_page_cache()
     digest = hashlib.sha256((m / "pattern").read_bytes()).hexdigest()
     assert digest == hashlib.sha256(pattern.read_bytes()).hexdigest()
     assert m.pid == pid and m.status()["capabilities"]["splice_read"] is False

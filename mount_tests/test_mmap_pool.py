@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import holefs
-from conftest import MiB, run_holefs
+from conftest import MiB, drop_page_cache, run_holefs
 
 POOL = 64 * MiB
 QUARTER = POOL // 4
@@ -55,10 +55,6 @@ def tier_total(m):
     if m.status()["spill_dir"]:
         total += m.tier_blocks("spill")
     return total
-
-
-def drop_page_cache():
-    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=True)
 
 
 def read_range(path, offset, length):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, is_mounted, run_holefs, wait_for
+from conftest import MiB, drop_page_cache, is_mounted, run_holefs, wait_for
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_eight_times_the_budget_reads_back_exact(mount_holefs, spill_dir):
     assert status["ram_used"] <= 16 * MiB
     assert status["spill_used"] == 128 * MiB - status["ram_used"]
     assert m.tier_blocks("spill") >= 100 * MiB
-    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=True)
+    drop_page_cache()
     with open(path, "rb") as f:
         for i in range(128):
             assert f.read(MiB) == block(i), f"block {i} differs"
