@@ -61,6 +61,15 @@ class Tier:
     def zero(self, slot, start, length):
         _shim.fallocate(self.fd, PUNCH, slot * CHUNK + start, length)
 
+    def holds_data(self, slot):
+        """False while a slot is all hole, as a reserved chunk is until written."""
+        try:
+            return os.lseek(self.fd, slot * CHUNK, os.SEEK_DATA) < (slot + 1) * CHUNK
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return False
+            raise
+
     def read_into(self, view, slot, start):
         os.preadv(self.fd, [view], slot * CHUNK + start)
 
@@ -216,12 +225,14 @@ class Store:
         if target is None:
             raise NoSpace("the spill file is full")
         slot, (owner, index) = next(iter(self._lru.items()))
-        data = os.pread(self.ram.fd, CHUNK, slot * CHUNK)
-        try:
-            self.spill.write(target, 0, data)
-        except OSError as e:
-            self.spill.release(target)
-            raise NoSpace(f"the spill disk refused: {e.strerror}") from None
+        # A fresh spill slot is a hole already: copy only what was written.
+        if self.ram.holds_data(slot):
+            data = os.pread(self.ram.fd, CHUNK, slot * CHUNK)
+            try:
+                self.spill.write(target, 0, data)
+            except OSError as e:
+                self.spill.release(target)
+                raise NoSpace(f"the spill disk refused: {e.strerror}") from None
         del self._lru[slot]
         owner.set(index, ~target)
         self.ram.zero(slot, 0, CHUNK)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from holefs.extents import CHUNK, ExtentMap
-from holefs.tiers import NoSpace, Store, open_ram_tier
+from holefs.tiers import NoSpace, Store, open_ram_tier, open_spill_tier
 
 
 def test_pieces_split_at_chunk_boundaries():
@@ -143,3 +143,14 @@ def test_reserve_is_all_or_nothing():
     store.reserve(emap, 0, 3 * CHUNK)
     assert store.used == 3
     assert store.read(emap, 0, 2) == b"a\0"
+
+
+def test_reserved_chunks_go_to_spill_without_taking_disk(tmp_path):
+    spill = open_spill_tier(str(tmp_path), 8)
+    store = Store(limit=8, ram=open_ram_tier(2), spill=spill)
+    emap = ExtentMap()
+    store.write(emap, 0, b"w" * 10)
+    store.reserve(emap, 0, 8 * CHUNK)
+    assert spill.used == 6
+    assert spill.allocated_bytes() == CHUNK, "only the written chunk was copied"
+    assert store.read(emap, 0, 11) == b"w" * 10 + b"\0"
