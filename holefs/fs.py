@@ -395,8 +395,12 @@ class DataPath:
             self.refused(how, inode, offset, len(data), e)
             raise
         if written < len(data):
-            self.refused(how, inode, offset + written, len(data) - written,
-                         NoSpace(f"only the first {written} bytes fit"))
+            short = NoSpace(f"only the first {written} bytes fit")
+            self.refused(how, inode, offset + written, len(data) - written, short)
+            if writeback:
+                # The kernel takes a short count from writeback as success:
+                # only an error reaches msync, fsync and close.
+                raise short
         inode.size = max(inode.size, offset + written)
         inode.touch()
         return written

@@ -9,8 +9,13 @@ files; and dropping the page cache, so that reads reach the daemon.  The
 same operations go to an in-memory model in which hard links share one
 bytearray, and the two are compared all along.
 
-It runs in two modes: everything in RAM, and a 64 KiB RAM budget that
-sends nearly every chunk through the spill file and back.
+It runs in three modes: everything in RAM; a 64 KiB RAM budget that sends
+nearly every chunk through the spill file and back; and a filesystem of
+2 MiB that the files overfill.  In the full mode a write may come up short
+or fail with ENOSPC, and the model keeps what the call said was written; a
+mapped write that did not fit must be reported by msync, and the model then
+adopts what reads back, which must be, page by page, the new bytes or the
+old.  So a loss that no call reported shows as a difference.
 
 CI runs a few seeds.  To run millions of operations locally:
 
@@ -31,16 +36,18 @@ import random
 
 import pytest
 
-from conftest import MiB
+from conftest import MiB, drop_page_cache
 from holefs import _shim
 from holefs.extents import CHUNK
 
 BLOCKS_PER_CHUNK = CHUNK // 512
+PAGE = 4096
 MAX_SIZE = 8 * MiB  # files stay below this, so that a run stays fast
 NAMES = ["a", "b", "c", "d/e", "d/f"]  # d/ makes some renames cross directories
 KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
 FALLOC_MODES = [0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE, ZERO_RANGE | KEEP_SIZE]
-MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}"}
+MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}",
+                 "full": "size=2M,ram=512k,spill={spill}"}
 MAX_OPEN = 4
 
 
@@ -112,9 +119,10 @@ def first_difference(got, want):
 class Run:
     """One seeded sequence of operations against a mount and the model."""
 
-    def __init__(self, root, rng):
+    def __init__(self, root, rng, full=False):
         self.root = root
         self.rng = rng
+        self.full = full                         # the files overfill the mount
         self.files = {}                          # name -> File; links share one
         self.open = []                           # [fd, File, label]
         self.history = collections.deque(maxlen=12)
@@ -173,15 +181,48 @@ class Run:
         finally:
             os.close(fd)
 
+    # Running out of room ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def may_fill(self):
+        """ENOSPC, which only the full mode expects, changes nothing at all."""
+        try:
+            yield
+        except OSError as e:
+            if not (self.full and e.errno == errno.ENOSPC):
+                raise
+            self.note("  -> ENOSPC")
+
+    def fitted(self, done, asked):
+        """How much of a write happened: all of it, or in the full mode what fit."""
+        assert done == asked or self.full, f"short write: {done} of {asked}"
+        if done < asked:
+            self.note(f"  -> short: {done} of {asked}")
+        return done
+
+    def adopt_unwritten(self, fd, f, offset, new):
+        """After msync said ENOSPC: take into the model what reads back, which
+        must be, in each page, what the mapping stored or what was there."""
+        drop_page_cache()
+        got = os.pread(fd, len(new), offset)
+        old = bytes(f.data[offset:offset + len(new)])
+        start = offset
+        while start < offset + len(new):
+            end = min((start // PAGE + 1) * PAGE, offset + len(new))
+            piece = got[start - offset:end - offset]
+            assert piece in (new[start - offset:end - offset], old[start - offset:end - offset]), \
+                f"after ENOSPC, bytes {start}-{end} are neither the new nor the old"
+            start = end
+        f.write(offset, got)
+
     # Operations -----------------------------------------------------------
 
     def op_write(self):
-        with self.target() as (fd, f, label):
+        with self.target() as (fd, f, label), self.may_fill():
             offset = self.offset(len(f.data))
             buf = self.payload(self.length(offset))
             self.note(f"pwrite {label} offset={offset} length={len(buf)}")
-            assert os.pwrite(fd, buf, offset) == len(buf), "short write"
-            f.write(offset, buf)
+            f.write(offset, buf[:self.fitted(os.pwrite(fd, buf, offset), len(buf))])
 
     def op_read(self):
         with self.target() as (fd, f, label):
@@ -198,10 +239,10 @@ class Run:
         self.note(f"O_APPEND write {name} length={len(buf)}")
         fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            assert os.write(fd, buf) == len(buf), "short write"
+            with self.may_fill():
+                f.write(len(f.data), buf[:self.fitted(os.write(fd, buf), len(buf))])
         finally:
             os.close(fd)
-        f.write(len(f.data), buf)
 
     def op_copy_range(self):
         """copy_file_range: the kernel splices it into reads and writes."""
@@ -215,9 +256,11 @@ class Run:
             self.note(f"copy_file_range {src_label}@{src_off} -> {dst_label}@{dst_off} "
                       f"length={n}")
             want = bytes(src.data[src_off:src_off + n])
-            assert os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off) == len(want)
-            if want:
-                dst.write(dst_off, want)
+            with self.may_fill():
+                done = self.fitted(os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off),
+                                   len(want))
+                if done:
+                    dst.write(dst_off, want[:done])
 
     def op_truncate(self):
         with self.target() as (fd, f, label):
@@ -235,8 +278,9 @@ class Run:
             offset = self.offset(len(f.data))
             n = self.length(offset)
             self.note(f"fallocate {label} mode={mode:#x} offset={offset} length={n}")
-            _shim.fallocate(fd, mode, offset, n)
-            f.fallocate(mode, offset, n)
+            with self.may_fill():
+                _shim.fallocate(fd, mode, offset, n)
+                f.fallocate(mode, offset, n)
 
     def mapped(self, fd, f):
         """A MAP_SHARED mapping of the whole file (None if it is empty)."""
@@ -245,16 +289,23 @@ class Run:
         return mmap.mmap(fd, len(f.data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     def op_mmap_write(self):
-        with self.target() as (fd, f, label), self.mapped(fd, f) as m:
-            if m is None:
-                self.note(f"mmap write {label}: empty, skipped")
-                return
-            offset = self.rng.randrange(len(f.data))
-            buf = self.payload(min(self.length(offset), len(f.data) - offset))
-            self.note(f"mmap write {label} offset={offset} length={len(buf)}")
-            m[offset:offset + len(buf)] = buf
-            m.flush()
-            f.write(offset, buf)
+        with self.target() as (fd, f, label):
+            with self.mapped(fd, f) as m:
+                if m is None:
+                    self.note(f"mmap write {label}: empty, skipped")
+                    return
+                offset = self.rng.randrange(len(f.data))
+                buf = self.payload(min(self.length(offset), len(f.data) - offset))
+                self.note(f"mmap write {label} offset={offset} length={len(buf)}")
+                m[offset:offset + len(buf)] = buf
+                stored = False
+                with self.may_fill():
+                    m.flush()
+                    stored = True
+            if stored:
+                f.write(offset, buf)
+            else:
+                self.adopt_unwritten(fd, f, offset, buf)
 
     def op_mmap_read(self):
         with self.target() as (fd, f, label), self.mapped(fd, f) as m:
@@ -407,7 +458,7 @@ def check_seek(fd, data, offset):
 def test_model(mount_holefs, tmp_path, mode, seed):
     m = mount_holefs(MOUNT_OPTIONS[mode].format(spill=tmp_path))
     (m / "d").mkdir()
-    run = Run(m.path, random.Random(seed))
+    run = Run(m.path, random.Random(seed), full=mode == "full")
     index = -1
     try:
         for index in range(OPS):
