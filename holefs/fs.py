@@ -414,6 +414,8 @@ class DataPath:
             raise OSError(errno.EINVAL, "negative offset or empty range")
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
+        if not mode & FALLOC_FL_KEEP_SIZE:
+            self.grow(inode, end, "fallocate")
         if mode & ~FALLOC_FL_KEEP_SIZE == 0:
             self.store.reserve(inode.extents, offset, length)
         elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:

@@ -9,13 +9,15 @@ files; and dropping the page cache, so that reads reach the daemon.  The
 same operations go to an in-memory model in which hard links share one
 bytearray, and the two are compared all along.
 
-It runs in three modes: everything in RAM; a 64 KiB RAM budget that sends
-nearly every chunk through the spill file and back; and a filesystem of
-2 MiB that the files overfill.  In the full mode a write may come up short
-or fail with ENOSPC, and the model keeps what the call said was written; a
-mapped write that did not fit must be reported by msync, and the model then
-adopts what reads back, which must be, page by page, the new bytes or the
-old.  So a loss that no call reported shows as a difference.
+It runs in four modes: everything in RAM; a 64 KiB RAM budget that sends
+nearly every chunk through the spill file and back; a filesystem of 2 MiB
+that the files overfill; and the same under -o reserve.  In the full mode
+a write may come up short or fail with ENOSPC, and the model keeps what the
+call said was written; a mapped write that did not fit must be reported by
+msync, and the model then adopts what reads back, which must be, page by
+page, the new bytes or the old.  So a loss that no call reported shows as
+a difference.  Under reserve (with no punches, which give space back) only
+a call that grows a file may fail, and a mapped write never does.
 
 CI runs a few seeds.  To run millions of operations locally:
 
@@ -47,7 +49,8 @@ NAMES = ["a", "b", "c", "d/e", "d/f"]  # d/ makes some renames cross directories
 KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
 FALLOC_MODES = [0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE, ZERO_RANGE | KEEP_SIZE]
 MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}",
-                 "full": "size=2M,ram=512k,spill={spill}"}
+                 "full": "size=2M,ram=512k,spill={spill}",
+                 "reserve": "size=2M,ram=512k,spill={spill},reserve"}
 MAX_OPEN = 4
 
 
@@ -119,10 +122,12 @@ def first_difference(got, want):
 class Run:
     """One seeded sequence of operations against a mount and the model."""
 
-    def __init__(self, root, rng, full=False):
+    def __init__(self, root, rng, mode):
         self.root = root
         self.rng = rng
-        self.full = full                         # the files overfill the mount
+        self.full = mode in ("full", "reserve")  # the files overfill the mount
+        self.reserve = mode == "reserve"
+        self.falloc_modes = [m for m in FALLOC_MODES if not (self.reserve and m & PUNCH_HOLE)]
         self.files = {}                          # name -> File; links share one
         self.open = []                           # [fd, File, label]
         self.history = collections.deque(maxlen=12)
@@ -184,18 +189,22 @@ class Run:
     # Running out of room ---------------------------------------------------
 
     @contextlib.contextmanager
-    def may_fill(self):
-        """ENOSPC, which only the full mode expects, changes nothing at all."""
+    def may_fill(self, grows):
+        """ENOSPC, which only the full modes expect, changes nothing at all;
+        under reserve only a call that *grows* a file may get it."""
         try:
             yield
         except OSError as e:
-            if not (self.full and e.errno == errno.ENOSPC):
+            if not (self.full and e.errno == errno.ENOSPC and (grows or not self.reserve)):
                 raise
             self.note("  -> ENOSPC")
 
-    def fitted(self, done, asked):
-        """How much of a write happened: all of it, or in the full mode what fit."""
-        assert done == asked or self.full, f"short write: {done} of {asked}"
+    def fitted(self, done, asked, grows):
+        """How much of a write happened: all of it, or in the full modes what
+        fit; under reserve only a write that grows the file may come short
+        (the kernel splits writes, and the part past EOF may not fit)."""
+        assert done == asked or (self.full and (grows or not self.reserve)), \
+            f"short write: {done} of {asked}"
         if done < asked:
             self.note(f"  -> short: {done} of {asked}")
         return done
@@ -218,11 +227,13 @@ class Run:
     # Operations -----------------------------------------------------------
 
     def op_write(self):
-        with self.target() as (fd, f, label), self.may_fill():
+        with self.target() as (fd, f, label):
             offset = self.offset(len(f.data))
             buf = self.payload(self.length(offset))
             self.note(f"pwrite {label} offset={offset} length={len(buf)}")
-            f.write(offset, buf[:self.fitted(os.pwrite(fd, buf, offset), len(buf))])
+            grows = offset + len(buf) > len(f.data)
+            with self.may_fill(grows):
+                f.write(offset, buf[:self.fitted(os.pwrite(fd, buf, offset), len(buf), grows)])
 
     def op_read(self):
         with self.target() as (fd, f, label):
@@ -239,8 +250,8 @@ class Run:
         self.note(f"O_APPEND write {name} length={len(buf)}")
         fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            with self.may_fill():
-                f.write(len(f.data), buf[:self.fitted(os.write(fd, buf), len(buf))])
+            with self.may_fill(grows=True):
+                f.write(len(f.data), buf[:self.fitted(os.write(fd, buf), len(buf), grows=True)])
         finally:
             os.close(fd)
 
@@ -256,9 +267,10 @@ class Run:
             self.note(f"copy_file_range {src_label}@{src_off} -> {dst_label}@{dst_off} "
                       f"length={n}")
             want = bytes(src.data[src_off:src_off + n])
-            with self.may_fill():
+            grows = dst_off + len(want) > len(dst.data)
+            with self.may_fill(grows):
                 done = self.fitted(os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off),
-                                   len(want))
+                                   len(want), grows)
                 if done:
                     dst.write(dst_off, want[:done])
 
@@ -269,16 +281,17 @@ class Run:
                 0, self.rng.randrange(size + 1), size + 1, self.rng.randrange(MAX_SIZE),
                 self.rng.randrange(size // CHUNK + 2) * CHUNK]))
             self.note(f"ftruncate {label} {size}")
-            os.ftruncate(fd, size)
-            f.resize(size)
+            with self.may_fill(grows=size > len(f.data)):
+                os.ftruncate(fd, size)
+                f.resize(size)
 
     def op_fallocate(self):
         with self.target() as (fd, f, label):
-            mode = self.rng.choice(FALLOC_MODES)
+            mode = self.rng.choice(self.falloc_modes)
             offset = self.offset(len(f.data))
             n = self.length(offset)
             self.note(f"fallocate {label} mode={mode:#x} offset={offset} length={n}")
-            with self.may_fill():
+            with self.may_fill(grows=offset + n > len(f.data)):
                 _shim.fallocate(fd, mode, offset, n)
                 f.fallocate(mode, offset, n)
 
@@ -299,7 +312,7 @@ class Run:
                 self.note(f"mmap write {label} offset={offset} length={len(buf)}")
                 m[offset:offset + len(buf)] = buf
                 stored = False
-                with self.may_fill():
+                with self.may_fill(grows=False):
                     m.flush()
                     stored = True
             if stored:
@@ -458,7 +471,7 @@ def check_seek(fd, data, offset):
 def test_model(mount_holefs, tmp_path, mode, seed):
     m = mount_holefs(MOUNT_OPTIONS[mode].format(spill=tmp_path))
     (m / "d").mkdir()
-    run = Run(m.path, random.Random(seed), full=mode == "full")
+    run = Run(m.path, random.Random(seed), mode)
     index = -1
     try:
         for index in range(OPS):
