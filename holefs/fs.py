@@ -250,8 +250,9 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def open(self, inode_id, flags, ctx):
         inode = self.ns[inode_id]
-        if flags & os.O_TRUNC and inode.size:
-            # libfuse asks the kernel for atomic O_TRUNC: ours to do.
+        if flags & os.O_TRUNC and (inode.size or inode.extents):
+            # INIT asks the kernel for atomic O_TRUNC: ours to do.  As on
+            # tmpfs, it also drops space reserved past EOF of an empty file.
             self.store.truncate(inode.extents, 0)
             inode.size = 0
             inode.touch()

@@ -91,6 +91,8 @@ class Namespace:
             raise fail(errno.ESTALE) from None
 
     def lookup(self, parent, name):
+        if len(name) > NAME_MAX:
+            raise fail(errno.ENAMETOOLONG)
         if name == b".":
             return parent
         if name == b"..":
@@ -175,9 +177,7 @@ class Namespace:
                 if target.entries:
                     raise fail(errno.ENOTEMPTY)
             self._detach(new_parent, new_name, target)
-        self._detach(old_parent, old_name, inode, gone=False)
-        self._attach(new_parent, new_name, inode)
-        inode.touch(modified=False)
+        self._move(old_parent, old_name, inode, new_parent, new_name)
         return target
 
     def path_of(self, inode):
@@ -229,19 +229,30 @@ class Namespace:
             inode.nlink += 1
         parent.touch()
 
-    def _detach(self, parent, name, inode, gone=True):
-        """Remove a name; *gone* is False when the inode moves elsewhere."""
+    def _detach(self, parent, name, inode):
+        """Remove a name, and with the last one the inode from the count."""
         del parent.entries[name]
         if inode.is_dir:
             parent.nlink -= 1
-            if gone:
-                inode.nlink = 0
+            inode.nlink = 0
         else:
             inode.nlink -= 1
         if inode.nlink == 0:
             self._orphans += 1
         inode.touch(modified=False)
         parent.touch()
+
+    def _move(self, old_parent, old_name, inode, new_parent, new_name):
+        """Rename: the inode's link count and the inode count stay as they are."""
+        del old_parent.entries[old_name]
+        new_parent.entries[new_name] = inode
+        if inode.is_dir and old_parent is not new_parent:
+            old_parent.nlink -= 1
+            new_parent.nlink += 1
+        inode.parent = new_parent
+        inode.touch(modified=False)
+        old_parent.touch()
+        new_parent.touch()
 
     def _exchange(self, old_parent, old_name, inode, new_parent, new_name, target):
         old_parent.entries[old_name] = target

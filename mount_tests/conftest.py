@@ -1,5 +1,6 @@
 """Helpers that mount holefs for real and clean up, whatever happens."""
 
+import ctypes
 import json
 import os
 import pathlib
@@ -17,6 +18,18 @@ HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
 MiB = 1 << 20
 NOBODY = 65534
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def renameat2(old, new, flags):
+    """rename(2) with flags, which os.rename cannot pass."""
+    if _libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(old))
 
 
 def run_holefs(*args, check=True, **kwargs):
@@ -163,11 +176,11 @@ def small_tmpfs(public_dir):
     which fills up when we want it to."""
     mounted = []
 
-    def make(size, name="tmpfs"):
+    def make(size, name="tmpfs", options=""):
         path = public_dir / name
         path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(filter(None, [f"size={size}", options])),
+                        "tmpfs", str(path)], check=True)
         mounted.append(path)
         return path
 

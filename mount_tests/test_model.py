@@ -343,7 +343,7 @@ class Run:
         self.note(f"open {name}{' O_TRUNC' if trunc else ''}")
         fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | (os.O_TRUNC if trunc else 0))
         f = self.files.setdefault(name, File())
-        if trunc and f.data:  # O_TRUNC of an empty file changes nothing
+        if trunc:  # as on tmpfs, also of an empty file with space reserved past EOF
             f.resize(0)
         self.open.append([fd, f, f"fd{fd}({name})"])
         if len(self.open) > MAX_OPEN:

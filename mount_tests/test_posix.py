@@ -1,6 +1,5 @@
 """The namespace that tmpfs users expect, driven through a real mount."""
 
-import ctypes
 import errno
 import os
 import socket
@@ -11,19 +10,8 @@ import time
 
 import pytest
 
-from conftest import NOBODY, MiB, as_nobody
+from conftest import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2
 from holefs.extents import CHUNK
-
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def renameat2(old, new, flags):
-    if libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 def test_file_types(fs):
