@@ -26,7 +26,7 @@ import pyfuse3
 from . import STATUS_XATTR as STATUS_XATTR_NAME
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from .extents import CHUNK
+from .extents import CHUNK, PAGE
 from .namespace import Namespace
 from .ratelimit import RateLimitedLog
 from .tiers import NoSpace
@@ -43,7 +43,6 @@ SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
-BLOCK = 4096
 
 
 def fuse_errors(handler):
@@ -93,8 +92,8 @@ class Operations(pyfuse3.Operations):
             attr.st_size = (len(inode.entries) + 2) * 20  # as tmpfs counts
         else:
             attr.st_size = inode.size
-        attr.st_blksize = BLOCK
-        attr.st_blocks = len(inode.extents) * (CHUNK // 512) if inode.extents is not None else 0
+        attr.st_blksize = PAGE
+        attr.st_blocks = inode.extents.held_pages * (PAGE // 512) if inode.extents is not None else 0
         attr.st_atime_ns = inode.atime_ns
         attr.st_mtime_ns = inode.mtime_ns
         attr.st_ctime_ns = inode.ctime_ns
@@ -299,9 +298,9 @@ class Operations(pyfuse3.Operations):
     def statfs(self, ctx):
         store = self.store
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = BLOCK
-        data.f_blocks = store.limit * (CHUNK // BLOCK)
-        data.f_bfree = data.f_bavail = (store.limit - store.used) * (CHUNK // BLOCK)
+        data.f_bsize = data.f_frsize = PAGE
+        data.f_blocks = store.limit
+        data.f_bfree = data.f_bavail = store.limit - store.used
         data.f_files = self.ns.max_inodes
         data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - self.ns.used_inodes)
         data.f_namemax = 255
@@ -319,12 +318,12 @@ class Operations(pyfuse3.Operations):
         store = self.store
         spill = store.spill
         return {
-            "size": store.limit * CHUNK,
-            "used": store.used * CHUNK,
-            "ram_used": store.ram.used * CHUNK,
-            "ram_budget": store.ram.capacity * CHUNK,
+            "size": store.limit * PAGE,
+            "used": store.used * PAGE,
+            "ram_used": store.ram.pages * PAGE,
+            "ram_budget": store.ram_budget * PAGE,
             "ram_allocated": store.ram.allocated_bytes(),
-            "spill_used": spill.used * CHUNK if spill else 0,
+            "spill_used": spill.pages * PAGE if spill else 0,
             "spill_allocated": spill.allocated_bytes() if spill else 0,
             "spill_dir": self.options.spill if spill else None,
             "reserve": self.options.reserve,

@@ -19,7 +19,7 @@ import pyfuse3
 import trio
 
 from . import PYFUSE3_BEFORE_SHIM, _shim
-from .extents import CHUNK
+from .extents import PAGE
 from .fs import Operations
 from .namespace import Namespace
 from .tiers import Store, open_ram_tier, open_spill_tier
@@ -65,14 +65,14 @@ def check_mountpoint(path):
 
 def build_store(options):
     """The RAM tier, and the spill tier when ram= is below size=."""
-    ram = open_ram_tier(options.ram // CHUNK)
+    ram = open_ram_tier()
     spill = None
     if options.spills:
         try:
-            spill = open_spill_tier(options.spill, options.size // CHUNK)
+            spill = open_spill_tier(options.spill)
         except OSError as e:
             raise MountError(e.strerror) from None
-    return Store(options.size // CHUNK, ram, spill)
+    return Store(options.size // PAGE, options.ram // PAGE, ram, spill)
 
 
 READAHEAD_KB = 1024

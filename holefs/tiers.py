@@ -1,13 +1,14 @@
 """Where file data lives: a RAM tier, a spill tier, and the store over both.
 
 Each tier is one sparse file cut into CHUNK-sized slots.  The RAM tier is a
-memfd, so its pages are shmem that the daemon never maps: freeing a slot is
-a FALLOC_FL_PUNCH_HOLE on the memfd, which hands the pages straight back to
-the kernel, whatever Python's allocator does.  The spill tier is an
-unnamed O_TMPFILE on local disk, punched the same way, so its blocks go back
-to the disk, and all of it when the daemon dies.
+memfd, so its pages are shmem that the daemon never maps: freeing a page
+is a FALLOC_FL_PUNCH_HOLE on the memfd, which hands it straight back to the
+kernel, whatever Python's allocator does.  The spill tier is an unnamed
+O_TMPFILE on local disk, punched the same way, so its blocks go back to the
+disk, and all of it when the daemon dies.
 
-A location is an int: a RAM slot is >= 0, a spill slot s is stored as ~s.
+Space is counted by the page (see extents.py): size= caps the pages held
+in both tiers, ram= those held in RAM.
 """
 
 import collections
@@ -17,7 +18,7 @@ import os
 
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-from .extents import CHUNK
+from .extents import CHUNK, PAGE, Slot, fitting_end, pages_covered, pages_touched
 
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
@@ -33,49 +34,34 @@ class NoSpace(OSError):
 class Tier:
     """A sparse file of CHUNK-sized slots, handed out lowest first."""
 
-    def __init__(self, fd, capacity):
+    def __init__(self, fd, name):
         self.fd = fd
-        self.capacity = capacity  # slots
-        self.used = 0
-        self._free = []           # heap of freed slots below _high
-        self._high = 0            # slots at or above this were never used
+        self.name = name          # "ram" or "spill", as status shows it
+        self.pages = 0            # pages held by the slots here
+        self._free = []           # heap of freed slot numbers below _high
+        self._high = 0            # slot numbers from here up were never used
 
     def alloc(self):
-        """Return a free slot (all zeros), or None when the tier is full."""
+        """A free slot number; the slot reads as zeros."""
         if self._free:
-            slot = heapq.heappop(self._free)
-        elif self._high < self.capacity:
-            slot = self._high
-            self._high += 1
-        else:
-            return None
-        self.used += 1
-        return slot
+            return heapq.heappop(self._free)
+        self._high += 1
+        return self._high - 1
 
-    def release(self, slot):
-        """Return a slot's memory or disk blocks and make it reusable."""
-        self.zero(slot, 0, CHUNK)
-        heapq.heappush(self._free, slot)
-        self.used -= 1
+    def release(self, number):
+        """Give a slot's memory or disk blocks back and make it reusable."""
+        self.punch(number, 0, CHUNK)
+        heapq.heappush(self._free, number)
 
-    def zero(self, slot, start, length):
-        _shim.fallocate(self.fd, PUNCH, slot * CHUNK + start, length)
+    def punch(self, number, start, length):
+        _shim.fallocate(self.fd, PUNCH, number * CHUNK + start, length)
 
-    def holds_data(self, slot):
-        """False while a slot is all hole, as a reserved chunk is until written."""
-        try:
-            return os.lseek(self.fd, slot * CHUNK, os.SEEK_DATA) < (slot + 1) * CHUNK
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                return False
-            raise
+    def read_into(self, view, number, start):
+        os.preadv(self.fd, [view], number * CHUNK + start)
 
-    def read_into(self, view, slot, start):
-        os.preadv(self.fd, [view], slot * CHUNK + start)
-
-    def write(self, slot, start, data):
+    def write(self, number, start, data):
         # A full disk under the spill file fails here, before any map change.
-        done = os.pwrite(self.fd, data, slot * CHUNK + start)
+        done = os.pwrite(self.fd, data, number * CHUNK + start)
         if done != len(data):
             raise OSError(errno.ENOSPC, "short write to a storage tier")
 
@@ -83,13 +69,11 @@ class Tier:
         return os.fstat(self.fd).st_blocks * 512
 
 
-def open_ram_tier(capacity):
-    fd = os.memfd_create("holefs-ram", os.MFD_CLOEXEC)
-    os.ftruncate(fd, capacity * CHUNK)
-    return Tier(fd, capacity)
+def open_ram_tier():
+    return Tier(os.memfd_create("holefs-ram", os.MFD_CLOEXEC), "ram")
 
 
-def open_spill_tier(directory, capacity):
+def open_spill_tier(directory):
     """Create the private spill file in *directory* and prove it can punch.
 
     Raises OSError with a message fit for the user when it cannot.
@@ -99,37 +83,52 @@ def open_spill_tier(directory, capacity):
     except OSError as e:
         raise OSError(e.errno, f"spill directory {directory}: {os.strerror(e.errno)}") from None
     try:
-        os.pwrite(fd, b"\xff" * 4096, 0)
-        _shim.fallocate(fd, PUNCH, 0, 4096)
+        os.pwrite(fd, b"\xff" * PAGE, 0)
+        _shim.fallocate(fd, PUNCH, 0, PAGE)
     except OSError as e:
         os.close(fd)
         raise OSError(e.errno, f"spill directory {directory} cannot punch holes: "
                       f"{os.strerror(e.errno)}") from None
-    return Tier(fd, capacity)
+    return Tier(fd, "spill")
+
+
+def written_runs(slot):
+    """(start, length) of each run of written pages in a slot, in bytes."""
+    mask, page = slot.written, 0
+    while mask:
+        skip = (mask & -mask).bit_length() - 1
+        mask >>= skip
+        page += skip
+        run = (~mask & (mask + 1)).bit_length() - 1
+        yield page * PAGE, run * PAGE
+        mask >>= run
+        page += run
 
 
 class Store:
-    """Allocates chunks in RAM up to a budget, spilling the coldest to disk."""
+    """Holds pages in RAM up to a budget, spilling the coldest chunks to disk
+    and bringing them back when there is room again."""
 
-    def __init__(self, limit, ram, spill=None):
-        self.limit = limit        # chunks in all, from size=
+    def __init__(self, limit, ram_budget, ram, spill=None):
+        self.limit = limit            # pages in all, from size=
+        self.ram_budget = ram_budget  # pages in RAM, from ram=
         self.ram = ram
         self.spill = spill
-        self._lru = collections.OrderedDict()  # RAM slot -> (extent map, index)
+        self._lru = collections.OrderedDict()  # the Slots in RAM, coldest first
 
     @property
     def used(self):
-        return self.ram.used + (self.spill.used if self.spill else 0)
+        return self.ram.pages + (self.spill.pages if self.spill else 0)
 
     def read(self, emap, offset, length):
         buf = bytearray(length)
         view = memoryview(buf)
         pos = 0
         for piece in emap.pieces(offset, length):
-            loc = piece.location
-            if loc is not None:
-                tier, slot = self._resolve(loc)
-                tier.read_into(view[pos:pos + piece.length], slot, piece.start)
+            slot = piece.slot
+            if slot is not None:
+                self._use(slot, 0)
+                slot.tier.read_into(view[pos:pos + piece.length], slot.number, piece.start)
             pos += piece.length
         return buf
 
@@ -138,51 +137,57 @@ class Store:
         view = memoryview(data)
         pos = 0
         for piece in emap.pieces(offset, len(data)):
+            start, stop = piece.start, piece.start + piece.length
+            held = piece.slot.held if piece.slot else 0
+            stop = fitting_end(held, start, stop, self.limit - self.used)
             try:
-                loc = piece.location
-                if loc is None:
-                    loc = self._allocate(emap, piece.index)
-                tier, slot = self._resolve(loc)
-                tier.write(slot, piece.start, view[pos:pos + piece.length])
+                if stop == start:
+                    raise NoSpace("size= is reached")
+                slot = self._slot_for(emap, piece, (pages_touched(start, stop) & ~held).bit_count())
+                slot.tier.write(slot.number, start, view[pos:pos + stop - start])
             except OSError:
                 # Out of room, under size= or on the spill disk: a short
                 # write if anything fit, as write(2) promises.
                 if pos:
                     return pos
                 raise
-            pos += piece.length
+            slot.tier.pages += emap.hold(slot, start, stop, written=True)
+            pos += stop - start
+            if stop < piece.start + piece.length:
+                return pos
         return pos
 
     def reserve(self, emap, offset, length, zero=False):
-        """Allocate every hole chunk of the range, all or nothing.
+        """Hold every page of the range, all or nothing.
 
-        With *zero*, also zero what is already allocated there, in place,
-        so that the tier gives back those pages or blocks.
+        With *zero*, also zero what is written there, in place, so that the
+        tier gives back those pages or blocks.
         """
-        if self.used + emap.missing(offset, length) > self.limit:
+        if self.used + emap.new_pages(offset, length) > self.limit:
             raise NoSpace("size= is reached")
         for piece in emap.pieces(offset, length):
-            if piece.location is None:
-                self._allocate(emap, piece.index)
-            elif zero:
-                tier, slot = self._resolve(piece.location)
-                tier.zero(slot, piece.start, piece.length)
+            start, stop = piece.start, piece.start + piece.length
+            held = piece.slot.held if piece.slot else 0
+            slot = self._slot_for(emap, piece, (pages_touched(start, stop) & ~held).bit_count())
+            if zero and slot.written:
+                # Whole pages become reserved again; partial ones hold zeros.
+                slot.written &= ~pages_covered(start, stop)
+                slot.tier.punch(slot.number, start, stop - start)
+            slot.tier.pages += emap.hold(slot, start, stop, written=False)
 
     def punch(self, emap, offset, length):
-        freed, partial = emap.cut(offset, length)
-        self._release(freed, partial)
+        self._apply(emap.cut(offset, length))
 
     def truncate(self, emap, size):
-        freed, partial = emap.truncate(size)
-        self._release(freed, partial)
+        self._apply(emap.truncate(size))
 
     def free_all(self, emap):
-        self._release(emap.clear(), ())
+        for slot in emap.clear():
+            self._let_go(slot, slot.pages)
 
     def describe(self, emap, size):
-        """The file's map as runs of ram, spill and hole, for holefs status."""
+        """The file's map as runs of ram, spill and hole, page by page."""
         runs = []
-        pos = 0
 
         def add(kind, start, end):
             if end <= start:
@@ -192,59 +197,84 @@ class Store:
             else:
                 runs.append([kind, start, end])
 
-        for index, location in sorted(emap):
-            start = index * CHUNK
-            add("hole", pos, start)
-            add("ram" if location >= 0 else "spill", start, start + CHUNK)
-            pos = start + CHUNK
+        pos = 0
+        for index, slot in sorted(emap):
+            for page in range(CHUNK // PAGE):
+                if slot.held >> page & 1:
+                    start = index * CHUNK + page * PAGE
+                    add("hole", pos, start)
+                    add(slot.tier.name, start, start + PAGE)
+                    pos = start + PAGE
         add("hole", pos, size)
         return [{"where": kind, "start": start, "length": end - start}
                 for kind, start, end in runs]
 
-    def _resolve(self, location):
-        if location >= 0:
-            self._lru.move_to_end(location)
-            return self.ram, location
-        return self.spill, ~location
-
-    def _allocate(self, emap, index):
-        if self.used >= self.limit:
-            raise NoSpace("size= is reached")
-        slot = self.ram.alloc()
+    def _slot_for(self, emap, piece, new_pages):
+        """The slot that takes *new_pages* more pages of *piece*: its own,
+        or a fresh one in RAM; RAM is made room for, by eviction if need be."""
+        slot = piece.slot
         if slot is None:
-            slot = self._evict()
-        self._lru[slot] = (emap, index)
-        emap.set(index, slot)
+            self._make_room(new_pages)
+            slot = Slot(self.ram, self.ram.alloc())
+            self._lru[slot] = None
+            emap.add(piece.index, slot)
+        else:
+            self._use(slot, new_pages)
         return slot
 
-    def _evict(self):
-        """Move the least recently used RAM chunk to the spill tier."""
-        if self.spill is None:
-            raise NoSpace("ram= is full and there is no spill")
-        target = self.spill.alloc()
-        if target is None:
-            raise NoSpace("the spill file is full")
-        slot, (owner, index) = next(iter(self._lru.items()))
-        # A fresh spill slot is a hole already: copy only what was written.
-        if self.ram.holds_data(slot):
-            data = os.pread(self.ram.fd, CHUNK, slot * CHUNK)
+    def _use(self, slot, new_pages):
+        """Note an access: a RAM slot becomes the hottest; a spilled one comes
+        back to RAM if RAM has room for it, without evicting anything."""
+        if slot.tier is self.ram:
+            self._lru.move_to_end(slot)
+            self._make_room(new_pages)
+        elif self.ram.pages + slot.pages + new_pages <= self.ram_budget:
+            self._move(slot, self.ram)
+            self._lru[slot] = None
+
+    def _make_room(self, pages):
+        """Evict the coldest RAM chunks until *pages* more fit in the budget."""
+        while self.ram.pages + pages > self.ram_budget:
+            if self.spill is None:
+                raise NoSpace("ram= is full and there is no spill")
+            if not self._lru:
+                raise NoSpace("ram= is smaller than one request")
             try:
-                self.spill.write(target, 0, data)
+                self._move(next(iter(self._lru)), self.spill)
             except OSError as e:
-                self.spill.release(target)
                 raise NoSpace(f"the spill disk refused: {e.strerror}") from None
-        del self._lru[slot]
-        owner.set(index, ~target)
-        self.ram.zero(slot, 0, CHUNK)
-        return slot
 
-    def _release(self, freed, partial):
-        for loc in freed:
-            if loc >= 0:
-                del self._lru[loc]
-                self.ram.release(loc)
+    def _move(self, slot, tier):
+        """Copy a slot's written pages into *tier* and free its old place."""
+        number = tier.alloc()
+        try:
+            for start, length in written_runs(slot):
+                tier.write(number, start, os.pread(slot.tier.fd, length,
+                                                   slot.number * CHUNK + start))
+        except OSError:
+            tier.release(number)
+            raise
+        if slot.tier is self.ram:
+            del self._lru[slot]
+        old_tier, old_number = slot.tier, slot.number
+        slot.tier, slot.number = tier, number
+        old_tier.pages -= slot.pages
+        tier.pages += slot.pages
+        old_tier.release(old_number)
+
+    def _apply(self, cuts):
+        for cut in cuts:
+            if cut.emptied:
+                self._let_go(cut.slot, cut.dropped)
             else:
-                self.spill.release(~loc)
-        for piece in partial:
-            tier, slot = self._resolve(piece.location)
-            tier.zero(slot, piece.start, piece.length)
+                cut.slot.tier.pages -= cut.dropped
+                cut.slot.tier.punch(cut.slot.number, cut.start, cut.length)
+
+    def _let_go(self, slot, pages):
+        """A map no longer holds *pages* of a slot; free it with its last owner."""
+        slot.tier.pages -= pages
+        slot.owners -= 1
+        if slot.owners == 0:
+            if slot.tier is self.ram:
+                del self._lru[slot]
+            slot.tier.release(slot.number)

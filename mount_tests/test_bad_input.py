@@ -20,7 +20,7 @@ import pytest
 
 from conftest import assert_serves, is_mounted, run_holefs
 from holefs import _shim
-from holefs.extents import CHUNK
+from holefs.extents import PAGE
 
 MAX_OFFSET = (1 << 63) - 1  # the largest off_t, and the largest file size
 ZERO_RANGE = 0x10
@@ -76,26 +76,26 @@ def test_a_byte_just_below_2_63_is_stored_sparsely(fs, fd):
     offset = MAX_OFFSET - 1
     assert os.pwrite(fd, b"z", offset) == 1
     st = os.fstat(fd)
-    assert (st.st_size, st.st_blocks) == (MAX_OFFSET, CHUNK // 512)
-    assert fs.status()["used"] == CHUNK
+    assert (st.st_size, st.st_blocks) == (MAX_OFFSET, PAGE // 512)
+    assert fs.status()["used"] == PAGE
     assert os.pread(fd, 1, offset) == b"z"
     assert os.pread(fd, 4096, offset - 4095) == bytes(4095) + b"z"
-    assert os.lseek(fd, 0, os.SEEK_DATA) == offset // CHUNK * CHUNK
+    assert os.lseek(fd, 0, os.SEEK_DATA) == offset // PAGE * PAGE
     assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
     file_map = fs.status(fs / "f")["map"]
-    assert file_map[-1] == {"where": "ram", "start": offset // CHUNK * CHUNK, "length": CHUNK}
+    assert file_map[-1] == {"where": "ram", "start": offset // PAGE * PAGE, "length": PAGE}
     assert_serves(fs)
 
 
 @pytest.mark.parametrize("mode", [0, ZERO_RANGE])
 def test_fallocate_up_to_the_largest_size(fs, fd, mode):
-    """Ending at 2**63 - 1 is allowed, and allocates one chunk; one byte
-    more is EFBIG."""
+    """Ending at 2**63 - 1 is allowed, and holds one page; one byte more is
+    EFBIG."""
     assert errno_of(_shim.fallocate, fd, mode, MAX_OFFSET - 1, 2) == "EFBIG"
     assert os.fstat(fd).st_size == 0
     _shim.fallocate(fd, mode, MAX_OFFSET - 1, 1)
     st = os.fstat(fd)
-    assert (st.st_size, st.st_blocks) == (MAX_OFFSET, CHUNK // 512)
+    assert (st.st_size, st.st_blocks) == (MAX_OFFSET, PAGE // 512)
     assert_serves(fs)
 
 

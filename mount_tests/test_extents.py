@@ -4,79 +4,99 @@ import os
 
 import pytest
 
-from holefs.extents import CHUNK, ExtentMap
+from holefs.extents import CHUNK, PAGE, ExtentMap, Slot, fitting_end, pages_covered, \
+    pages_touched
 from holefs.tiers import NoSpace, Store, open_ram_tier, open_spill_tier
+
+
+def held_map(*runs):
+    """A map holding (and having written) each (offset, length) run."""
+    emap = ExtentMap()
+    for offset, length in runs:
+        for piece in emap.pieces(offset, length):
+            slot = piece.slot or Slot(None, piece.index)
+            if piece.slot is None:
+                emap.add(piece.index, slot)
+            emap.hold(slot, piece.start, piece.start + piece.length, written=True)
+    return emap
+
+
+def test_page_masks():
+    assert pages_touched(0, 1) == 0b1
+    assert pages_touched(PAGE - 1, PAGE + 1) == 0b11
+    assert pages_touched(5, 5) == 0
+    assert pages_covered(1, 2 * PAGE) == 0b10
+    assert pages_covered(0, PAGE - 1) == 0
+    assert pages_covered(0, CHUNK) == (1 << 16) - 1
+
+
+def test_fitting_end_stops_at_the_page_that_does_not_fit():
+    assert fitting_end(0, 10, 3 * PAGE, 1) == PAGE
+    assert fitting_end(0b10, 10, 3 * PAGE, 1) == 2 * PAGE  # page 1 is held already
+    assert fitting_end(0, 10, 3 * PAGE, 0) == 10
+    assert fitting_end(0, 10, 3 * PAGE, 5) == 3 * PAGE
 
 
 def test_pieces_split_at_chunk_boundaries():
     emap = ExtentMap()
     pieces = list(emap.pieces(CHUNK - 10, 20))
-    assert [(p.index, p.start, p.length, p.location) for p in pieces] == \
+    assert [(p.index, p.start, p.length, p.slot) for p in pieces] == \
         [(0, CHUNK - 10, 10, None), (1, 0, 10, None)]
 
 
-def test_cut_frees_whole_chunks_and_reports_partial_ones():
-    emap = ExtentMap()
-    for i in range(4):
-        emap.set(i, 100 + i)
-    freed, partial = emap.cut(CHUNK // 2, 2 * CHUNK)
-    assert freed == [101]
-    assert [(p.index, p.start, p.length, p.location) for p in partial] == \
-        [(0, CHUNK // 2, CHUNK // 2, 100), (2, 0, CHUNK // 2, 102)]
-    assert sorted(i for i, _ in emap) == [0, 2, 3]
+def test_holding_counts_pages_once():
+    emap = held_map((10, 100), (50, PAGE))
+    assert emap.held_pages == 2
+    assert emap.new_pages(0, 3 * PAGE) == 1
+    assert emap.new_pages(CHUNK - 1, 2) == 2
+    assert emap.new_pages(0, 0) == 0
 
 
-def test_cut_inside_one_chunk():
-    emap = ExtentMap()
-    emap.set(0, 7)
-    freed, partial = emap.cut(10, 20)
-    assert freed == []
-    assert [(p.start, p.length) for p in partial] == [(10, 20)]
-
-
-def test_cut_skips_holes_in_partial_chunks():
-    emap = ExtentMap()
-    emap.set(1, 5)
-    freed, partial = emap.cut(10, CHUNK)
-    assert freed == []
-    assert [(p.index, p.start, p.length) for p in partial] == [(1, 0, 10)]
-    assert len(emap) == 1
+def test_cut_lets_go_of_whole_pages_and_punches_the_rest():
+    emap = held_map((0, 2 * CHUNK))
+    cuts = emap.cut(PAGE // 2, CHUNK)
+    assert [(c.start, c.length, c.dropped, c.emptied) for c in cuts] == \
+        [(PAGE // 2, CHUNK - PAGE // 2, 15, False), (0, PAGE // 2, 0, False)]
+    assert emap.held_pages == 32 - 15
+    cuts = emap.cut(0, CHUNK)
+    assert [(c.dropped, c.emptied) for c in cuts] == [(1, True)]
+    assert [index for index, _ in emap] == [1]
 
 
 def test_truncate_drops_everything_past_the_end():
-    emap = ExtentMap()
-    for i in (0, 1, 5, 900):
-        emap.set(i, i)
-    freed, partial = emap.truncate(CHUNK + 1)
-    assert sorted(freed) == [5, 900]
-    assert [(p.index, p.start, p.length) for p in partial] == [(1, 1, CHUNK - 1)]
+    emap = held_map((0, 2 * CHUNK), (900 * CHUNK, 1))
+    cuts = emap.truncate(CHUNK + 1)
+    assert [(c.start, c.length, c.dropped, c.emptied) for c in cuts] == \
+        [(1, CHUNK - 1, 15, False), (0, CHUNK, 1, True)]
+    assert emap.held_pages == 17
 
 
-def test_missing_counts_holes():
-    emap = ExtentMap()
-    emap.set(1, 0)
-    assert emap.missing(0, 3 * CHUNK) == 2
-    assert emap.missing(CHUNK, 1) == 0
-    assert emap.missing(0, 0) == 0
-
-
-def test_seek_data_and_hole():
-    emap = ExtentMap()
-    for i in (2, 3, 7):
-        emap.set(i, i)
-    assert emap.seek_data(0) == 2 * CHUNK
-    assert emap.seek_data(2 * CHUNK + 5) == 2 * CHUNK + 5
-    assert emap.seek_hole(2 * CHUNK) == 4 * CHUNK
+def test_seek_data_and_hole_at_page_grain():
+    emap = held_map((2 * CHUNK + PAGE, 2 * PAGE), (3 * CHUNK, CHUNK), (7 * CHUNK, 1))
+    assert emap.seek_data(0) == 2 * CHUNK + PAGE
+    assert emap.seek_data(2 * CHUNK + PAGE + 5) == 2 * CHUNK + PAGE + 5
+    assert emap.seek_hole(2 * CHUNK + PAGE) == 2 * CHUNK + 3 * PAGE
+    assert emap.seek_hole(3 * CHUNK) == 4 * CHUNK
     assert emap.seek_data(4 * CHUNK) == 7 * CHUNK
+    assert emap.seek_hole(7 * CHUNK) == 7 * CHUNK + PAGE
     assert emap.seek_data(8 * CHUNK) is None
     assert emap.seek_hole(CHUNK) == CHUNK
-    emap.cut(3 * CHUNK, CHUNK)
-    assert emap.seek_hole(2 * CHUNK) == 3 * CHUNK
+
+
+def test_reserved_pages_are_holes_to_seek_data():
+    emap = ExtentMap()
+    slot = Slot(None, 0)
+    emap.add(0, slot)
+    emap.hold(slot, 0, 4 * PAGE, written=False)
+    emap.hold(slot, 2 * PAGE, 2 * PAGE + 1, written=True)
+    assert emap.held_pages == 4
+    assert emap.seek_data(0) == 2 * PAGE
+    assert emap.seek_hole(2 * PAGE) == 3 * PAGE
 
 
 @pytest.fixture
 def store():
-    return Store(limit=16, ram=open_ram_tier(16))
+    return Store(limit=256, ram_budget=256, ram=open_ram_tier())
 
 
 def test_read_of_a_hole_is_zeros_and_allocates_nothing(store):
@@ -85,12 +105,13 @@ def test_read_of_a_hole_is_zeros_and_allocates_nothing(store):
     assert len(emap) == 0 and store.used == 0
 
 
-def test_write_allocates_only_what_it_touches(store):
+def test_write_holds_only_the_pages_it_touches(store):
     emap = ExtentMap()
     assert store.write(emap, 5 * CHUNK + 10, b"abc") == 3
     assert [i for i, _ in emap] == [5]
     assert store.read(emap, 5 * CHUNK + 9, 5) == b"\0abc\0"
-    assert store.ram.allocated_bytes() == 4096  # one page of the memfd
+    assert store.used == emap.held_pages == 1
+    assert store.ram.allocated_bytes() == PAGE
 
 
 def test_punch_frees_memfd_pages(store):
@@ -99,10 +120,11 @@ def test_punch_frees_memfd_pages(store):
     assert store.ram.allocated_bytes() == 4 * CHUNK
     store.punch(emap, CHUNK, 2 * CHUNK)
     assert store.ram.allocated_bytes() == 2 * CHUNK
-    assert store.used == 2
-    store.punch(emap, 0, 4096)  # part of a chunk: its page goes, the chunk stays
-    assert store.ram.allocated_bytes() == 2 * CHUNK - 4096
-    assert store.read(emap, 0, 4096) == bytes(4096)
+    assert store.used == 2 * CHUNK // PAGE
+    store.punch(emap, 0, PAGE)  # part of a chunk: its page goes, the chunk stays
+    assert store.ram.allocated_bytes() == 2 * CHUNK - PAGE
+    assert store.used == 2 * CHUNK // PAGE - 1
+    assert store.read(emap, 0, PAGE) == bytes(PAGE)
 
 
 def test_truncate_then_extend_reads_zeros(store):
@@ -119,38 +141,60 @@ def test_freed_slots_are_reused_and_zeroed(store):
     store.free_all(a)
     store.write(b, 100, b"y")
     assert store.read(b, 0, 600) == bytes(100) + b"y" + bytes(499)
-    assert store.ram._high == 1
+    assert store.ram._high == 1 and store.used == 1
 
 
-def test_write_that_does_not_fit_writes_what_fits():
-    store = Store(limit=2, ram=open_ram_tier(2))
+def test_write_that_does_not_fit_writes_the_pages_that_fit():
+    store = Store(limit=3, ram_budget=3, ram=open_ram_tier())
     emap = ExtentMap()
-    assert store.write(emap, 0, b"z" * (3 * CHUNK)) == 2 * CHUNK
+    assert store.write(emap, 100, b"z" * (5 * PAGE)) == 3 * PAGE - 100
     with pytest.raises(NoSpace):
-        store.write(emap, 2 * CHUNK, b"z")
+        store.write(emap, 3 * PAGE, b"z")
+    store.write(emap, 0, b"y" * 100)  # held pages take more data
     with pytest.raises(NoSpace):
-        store.reserve(emap, 0, 3 * CHUNK)
-    assert store.used == 2
+        store.reserve(emap, 0, 4 * PAGE)
+    assert store.used == 3
 
 
 def test_reserve_is_all_or_nothing():
-    store = Store(limit=3, ram=open_ram_tier(3))
+    store = Store(limit=3, ram_budget=3, ram=open_ram_tier())
     emap = ExtentMap()
     store.write(emap, 0, b"a")
     with pytest.raises(NoSpace):
-        store.reserve(emap, CHUNK, 3 * CHUNK)
+        store.reserve(emap, PAGE, 3 * PAGE)
     assert store.used == 1
-    store.reserve(emap, 0, 3 * CHUNK)
+    store.reserve(emap, 0, 3 * PAGE)
     assert store.used == 3
     assert store.read(emap, 0, 2) == b"a\0"
 
 
-def test_reserved_chunks_go_to_spill_without_taking_disk(tmp_path):
-    spill = open_spill_tier(str(tmp_path), 8)
-    store = Store(limit=8, ram=open_ram_tier(2), spill=spill)
-    emap = ExtentMap()
-    store.write(emap, 0, b"w" * 10)
-    store.reserve(emap, 0, 8 * CHUNK)
-    assert spill.used == 6
-    assert spill.allocated_bytes() == CHUNK, "only the written chunk was copied"
-    assert store.read(emap, 0, 11) == b"w" * 10 + b"\0"
+@pytest.fixture
+def spilling(tmp_path):
+    """A store of 64 pages, 32 of them in RAM."""
+    return Store(limit=64, ram_budget=32, ram=open_ram_tier(),
+                 spill=open_spill_tier(str(tmp_path)))
+
+
+def test_the_coldest_chunk_spills_and_only_its_written_pages_are_copied(spilling):
+    hot, cold = ExtentMap(), ExtentMap()
+    spilling.write(cold, 0, b"c" * 10)
+    spilling.reserve(cold, 0, CHUNK)
+    spilling.write(hot, 0, b"h" * CHUNK)
+    spilling.write(hot, CHUNK, b"h")             # 33 pages: the cold chunk spills
+    assert spilling.ram.pages == 17 and spilling.spill.pages == 16
+    assert spilling.spill.allocated_bytes() == PAGE
+    assert spilling.read(cold, 0, 11) == b"c" * 10 + b"\0"
+
+
+def test_a_spilled_chunk_comes_back_when_ram_has_room(spilling):
+    a, b = ExtentMap(), ExtentMap()
+    spilling.write(a, 0, b"a" * CHUNK)
+    spilling.write(b, 0, b"b" * 2 * CHUNK)         # a spills
+    assert spilling.spill.pages == 16
+    assert spilling.read(a, 0, 1) == b"a"          # no room: read in place
+    assert spilling.spill.pages == 16
+    spilling.free_all(b)
+    assert spilling.read(a, 0, 1) == b"a"          # room: back to RAM
+    assert spilling.spill.pages == 0 and spilling.ram.pages == 16
+    assert spilling.spill.allocated_bytes() == 0
+    assert spilling.read(a, 0, CHUNK) == b"a" * CHUNK

@@ -42,8 +42,8 @@ from conftest import MiB, drop_page_cache
 from holefs import _shim
 from holefs.extents import CHUNK
 
-BLOCKS_PER_CHUNK = CHUNK // 512
 PAGE = 4096
+BLOCKS_PER_PAGE = PAGE // 512
 MAX_SIZE = 8 * MiB  # files stay below this, so that a run stays fast
 NAMES = ["a", "b", "c", "d/e", "d/f"]  # d/ makes some renames cross directories
 KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
@@ -67,24 +67,59 @@ SEEDS = parse_seeds(os.environ.get("HOLEFS_MODEL_SEEDS", "0-2"))
 OPS = int(os.environ.get("HOLEFS_MODEL_OPS", "300"))
 
 
-class File:
-    """The model of one inode: its bytes, and how far fallocate reserved past EOF."""
+def pages(start, end):
+    """The pages that the byte range [start, end) touches."""
+    return set(range(start // PAGE, -(-end // PAGE))) if end > start else set()
 
-    def __init__(self):
+
+class File:
+    """The model of one inode: its bytes, and the pages it holds.
+
+    A page is held, and counts in st_blocks, once written or reserved, as on
+    tmpfs; a punch or truncate lets go of the pages it wholly covers.  After
+    a mapped write that msync said did not fit, it is not known which of its
+    pages were stored: those are *maybe* held until some call settles them.
+    Under -o reserve, *reserve* is set, and growing a file holds its new pages.
+    """
+
+    def __init__(self, reserve=False):
         self.data = bytearray()
-        self.reserved_end = 0
+        self.held = set()
+        self.maybe = set()
+        self.reserve = reserve
+
+    def hold(self, start, end):
+        touched = pages(start, end)
+        self.held |= touched
+        self.maybe -= touched
+
+    def let_go(self, start, end):
+        covered = set(range(-(-start // PAGE), end // PAGE)) if end > start else set()
+        self.held -= covered
+        self.maybe -= covered
+
+    def grow(self, end):
+        if self.reserve and end > len(self.data):
+            self.hold(len(self.data), end)
 
     def write(self, offset, buf):
+        self.grow(offset + len(buf))
+        self.hold(offset, offset + len(buf))
         if offset > len(self.data):
             self.data.extend(bytes(offset - len(self.data)))
         self.data[offset:offset + len(buf)] = buf
 
+    def write_unsure(self, offset, buf):
+        """Take bytes read back after a mapped write failed in part."""
+        self.data[offset:offset + len(buf)] = buf
+        self.maybe |= pages(offset, offset + len(buf)) - self.held
+
     def resize(self, size):
         if size <= len(self.data):
             del self.data[size:]
-            # As tmpfs, holefs drops every chunk past the new end, reserved ones too.
-            self.reserved_end = 0
+            self.let_go(size, max(self.held | self.maybe | {0}) * PAGE + PAGE)
         else:
+            self.grow(size)
             self.data.extend(bytes(size - len(self.data)))
 
     def zero(self, offset, end):
@@ -94,22 +129,21 @@ class File:
 
     def fallocate(self, mode, offset, length):
         end = offset + length
-        if mode & (PUNCH_HOLE | ZERO_RANGE):
+        if mode & PUNCH_HOLE:
             self.zero(offset, end)
-        if mode & KEEP_SIZE:
-            if not mode & PUNCH_HOLE and end > len(self.data):
-                self.reserved_end = max(self.reserved_end, end)
-        elif end > len(self.data):
-            self.resize(end)
+            self.let_go(offset, end)
+            return
+        if not mode & KEEP_SIZE:
+            self.grow(end)
+        self.hold(offset, end)
+        if mode & ZERO_RANGE:
+            self.zero(offset, end)
+        if not mode & KEEP_SIZE and end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
 
     def block_bounds(self):
-        """st_blocks must cover every chunk holding a nonzero byte, and no
-        chunk beyond the size or the reservations past it."""
-        data = self.data
-        least = sum(1 for i in range(0, len(data), CHUNK)
-                    if data.count(0, i, i + CHUNK) != min(CHUNK, len(data) - i))
-        most = -(-max(len(data), self.reserved_end) // CHUNK)
-        return least * BLOCKS_PER_CHUNK, most * BLOCKS_PER_CHUNK
+        """What st_blocks may be: the held pages, and perhaps the unsure ones."""
+        return len(self.held) * BLOCKS_PER_PAGE, len(self.held | self.maybe) * BLOCKS_PER_PAGE
 
 
 def first_difference(got, want):
@@ -179,7 +213,7 @@ class Run:
             yield fd, f, label
             return
         name = self.rng.choice(NAMES)
-        f = self.files.setdefault(name, File())
+        f = self.files.setdefault(name, File(self.reserve))
         fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             yield fd, f, name
@@ -222,7 +256,7 @@ class Run:
             assert piece in (new[start - offset:end - offset], old[start - offset:end - offset]), \
                 f"after ENOSPC, bytes {start}-{end} are neither the new nor the old"
             start = end
-        f.write(offset, got)
+        f.write_unsure(offset, got)
 
     # Operations -----------------------------------------------------------
 
@@ -245,7 +279,7 @@ class Run:
 
     def op_append(self):
         name = self.rng.choice(NAMES)
-        f = self.files.setdefault(name, File())
+        f = self.files.setdefault(name, File(self.reserve))
         buf = self.payload(self.length(len(f.data)))
         self.note(f"O_APPEND write {name} length={len(buf)}")
         fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -335,14 +369,14 @@ class Run:
         with self.target() as (fd, f, label):
             offset = self.offset(len(f.data))
             self.note(f"SEEK_DATA/SEEK_HOLE {label} offset={offset}")
-            check_seek(fd, f.data, offset)
+            check_seek(fd, f, offset)
 
     def op_open(self):
         name = self.rng.choice(NAMES)
         trunc = self.rng.random() < 0.2
         self.note(f"open {name}{' O_TRUNC' if trunc else ''}")
         fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | (os.O_TRUNC if trunc else 0))
-        f = self.files.setdefault(name, File())
+        f = self.files.setdefault(name, File(self.reserve))
         if trunc:  # as on tmpfs, also of an empty file with space reserved past EOF
             f.resize(0)
         self.open.append([fd, f, f"fd{fd}({name})"])
@@ -432,21 +466,21 @@ def check_file(label, fd, f, st):
     """Size, st_blocks and every byte of one file."""
     assert st.st_size == len(f.data), f"{label}: size {st.st_size}, want {len(f.data)}"
     least, most = f.block_bounds()
-    assert st.st_blocks % BLOCKS_PER_CHUNK == 0 and least <= st.st_blocks <= most, \
-        f"{label}: st_blocks {st.st_blocks}, want a multiple of {BLOCKS_PER_CHUNK} " \
-        f"in [{least}, {most}]"
+    assert least <= st.st_blocks <= most, \
+        f"{label}: st_blocks {st.st_blocks}, want {least}" + (f" to {most}" if most > least else "")
     got = os.pread(fd, len(f.data) + 1, 0)
     assert got == f.data, f"{label}: contents differ: {first_difference(got, f.data)}"
 
 
-def check_seek(fd, data, offset):
-    """What SEEK_DATA and SEEK_HOLE may answer, given the bytes.
+def check_seek(fd, f, offset):
+    """What SEEK_DATA and SEEK_HOLE may answer, given the bytes and pages.
 
-    holefs reports data per chunk, so it may call zeros data, but never
-    data a hole: bytes it skips must be zero, and a hole it finds must read
-    as zero.
+    They work at page grain, as on tmpfs: a page that is not held is a
+    hole, a page with a nonzero byte is data, and a reserved page that was
+    never written (which the model does not tell from a written one of
+    zeros) may be either.
     """
-    size = len(data)
+    data, size = f.data, len(f.data)
     results = {}
     for whence in (os.SEEK_DATA, os.SEEK_HOLE):
         try:
@@ -459,11 +493,17 @@ def check_seek(fd, data, offset):
         assert data_at is None and hole_at is None, "no ENXIO at or past EOF"
         return
     assert hole_at is not None and offset <= hole_at <= size, f"SEEK_HOLE gave {hole_at}"
+    assert hole_at in (offset, size) or hole_at % PAGE == 0, f"SEEK_HOLE gave {hole_at}"
     assert hole_at == size or data[hole_at] == 0, f"SEEK_HOLE gave {hole_at}, not zero there"
+    if offset // PAGE not in f.held | f.maybe:
+        assert hole_at == offset, f"SEEK_HOLE gave {hole_at} in a page that holds nothing"
     skipped_to = size if data_at is None else data_at
     assert offset <= skipped_to <= size, f"SEEK_DATA gave {data_at}"
+    assert skipped_to in (offset, size) or skipped_to % PAGE == 0, f"SEEK_DATA gave {data_at}"
     assert data.count(0, offset, skipped_to) == skipped_to - offset, \
         f"SEEK_DATA gave {data_at} and skipped nonzero bytes"
+    if data_at is not None:
+        assert data_at // PAGE in f.held | f.maybe, f"SEEK_DATA gave {data_at}, a page held by none"
 
 
 @pytest.mark.parametrize("mode,seed", [(mode, seed) for mode in MOUNT_OPTIONS for seed in SEEDS],

@@ -131,11 +131,11 @@ def test_status_of_mount_and_file(fs):
     table = run_holefs("status", str(fs.path)).stdout
     assert "size" in table and "256.0 MiB" in table and "inodes" in table
     data = json.loads(run_holefs("status", "--json", str(fs.path)).stdout)
-    assert data["used"] == 64 * 1024 and data["inodes_used"] == 2
+    assert data["used"] == 4096 and data["inodes_used"] == 2
     file_map = json.loads(run_holefs("status", "--json", str(fs / "f")).stdout)
-    assert file_map["map"] == [{"where": "ram", "start": 0, "length": 64 * 1024}]
+    assert file_map["map"] == [{"where": "ram", "start": 0, "length": 4096}]
     first = run_holefs("status", str(fs / "f")).stdout.splitlines()[0]
-    assert first == "size 100 (100 B): ram 64.0 KiB, spill 0 B, hole 0 B"
+    assert first == "size 100 (100 B): ram 4.0 KiB, spill 0 B, hole 0 B"
 
 
 def test_status_needs_no_root(mount_holefs):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2
-from holefs.extents import CHUNK
+from holefs.extents import CHUNK, PAGE
 
 
 def test_file_types(fs):
@@ -177,7 +177,7 @@ def test_append_trunc_and_truncate(fs):
     assert f.read_bytes() == b"x" * 10
     os.truncate(f, 3 * CHUNK)
     assert f.read_bytes() == b"x" * 10 + bytes(3 * CHUNK - 10)
-    assert os.stat(f).st_blocks == CHUNK // 512
+    assert os.stat(f).st_blocks == PAGE // 512
 
 
 def test_st_blocks_counts_allocated_data_only(fs):
@@ -187,7 +187,7 @@ def test_st_blocks_counts_allocated_data_only(fs):
         fh.write(b"z")
     st = os.stat(f)
     assert st.st_size == 10 * MiB + 1
-    assert st.st_blocks == CHUNK // 512
+    assert st.st_blocks == PAGE // 512
     assert os.stat(fs / "sparse").st_blocks * 512 < st.st_size
 
 

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from conftest import MiB, wait_for
-from holefs.extents import CHUNK
+from holefs.extents import CHUNK, PAGE
 
 KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x1, 0x2, 0x8, 0x10, 0x20
 
@@ -88,7 +88,7 @@ def test_fallocate_enospc_changes_nothing(mount_holefs, cprog):
     path.write_bytes(b"keep")
     assert falloc(cprog, path, 0, 0, 8 * MiB) == "ENOSPC"
     assert os.stat(path).st_size == 4
-    assert os.stat(path).st_blocks * 512 == CHUNK
+    assert os.stat(path).st_blocks * 512 == PAGE
     assert path.read_bytes() == b"keep"
 
 
@@ -101,8 +101,8 @@ def test_punch_hole_keeps_size(fs, cprog):
     assert data[:100] == b"\xab" * 100
     assert data[100:100 + 3 * MiB] == bytes(3 * MiB)
     assert data[100 + 3 * MiB:] == b"\xab" * (MiB - 100)
-    # Whole chunks inside the range are gone; the partial ones stay.
-    assert os.stat(path).st_blocks * 512 == 4 * MiB - (3 * MiB // CHUNK - 1) * CHUNK
+    # Whole pages inside the range are gone; the two partial ones stay.
+    assert os.stat(path).st_blocks * 512 == 4 * MiB - (3 * MiB // PAGE - 1) * PAGE
 
 
 @pytest.mark.parametrize("mode", [ZERO_RANGE, ZERO_RANGE | KEEP_SIZE])
@@ -115,7 +115,7 @@ def test_zero_range(fs, cprog, mode):
     assert len(data) == want_size
     assert data[:MiB - 10] == b"\xab" * (MiB - 10)
     assert data[MiB - 10:] == bytes(want_size - MiB + 10)
-    assert os.stat(path).st_blocks * 512 == -(-(3 * MiB - 10) // CHUNK) * CHUNK
+    assert os.stat(path).st_blocks * 512 == -(-(3 * MiB - 10) // PAGE) * PAGE
 
 
 @pytest.mark.parametrize("mode", [PUNCH_HOLE, COLLAPSE_RANGE, INSERT_RANGE, 0x40])
@@ -158,14 +158,14 @@ def test_seek_data_and_hole(fs):
         assert os.lseek(fd, 0, os.SEEK_DATA) == MiB
         assert os.lseek(fd, MiB, os.SEEK_HOLE) == MiB + CHUNK
         assert os.lseek(fd, MiB + CHUNK, os.SEEK_DATA) == 4 * MiB
-        assert os.lseek(fd, 4 * MiB, os.SEEK_HOLE) == 4 * MiB + CHUNK
+        assert os.lseek(fd, 4 * MiB, os.SEEK_HOLE) == 4 * MiB + PAGE
         assert os.lseek(fd, 5 * MiB, os.SEEK_HOLE) == 5 * MiB
         for whence in (os.SEEK_DATA, os.SEEK_HOLE):
             with pytest.raises(OSError) as e:
                 os.lseek(fd, 6 * MiB, whence)
             assert e.value.errno == errno.ENXIO
         with pytest.raises(OSError) as e:
-            os.lseek(fd, 4 * MiB + CHUNK, os.SEEK_DATA)
+            os.lseek(fd, 4 * MiB + PAGE, os.SEEK_DATA)
         assert e.value.errno == errno.ENXIO
     finally:
         os.close(fd)
@@ -179,13 +179,13 @@ def test_cp_and_tar_see_the_holes(fs, tmp_path):
         f.write(b"tail")
     subprocess.run(["cp", "--sparse=always", str(path), str(fs / "copy")], check=True)
     assert (fs / "copy").read_bytes() == path.read_bytes()
-    assert os.stat(fs / "copy").st_blocks == os.stat(path).st_blocks == 2 * CHUNK // 512
+    assert os.stat(fs / "copy").st_blocks == os.stat(path).st_blocks == 2 * PAGE // 512
     archive = tmp_path / "a.tar"
     subprocess.run(["tar", "-S", "-cf", str(archive), "-C", str(fs.path), "sparse"], check=True)
     with tarfile.open(archive) as t:
         member = t.getmember("sparse")
         assert member.issparse()
-        assert [(offset, n) for offset, n in member.sparse if n] == [(0, CHUNK), (32 * MiB, 4)]
+        assert [(offset, n) for offset, n in member.sparse if n] == [(0, PAGE), (32 * MiB, 4)]
 
 
 def test_truncate_and_unlink_give_memory_back(fs):
@@ -194,7 +194,7 @@ def test_truncate_and_unlink_give_memory_back(fs):
     assert fs.tier_blocks("ram") == 32 * MiB
     os.truncate(path, 8 * MiB + 1)
     assert fs.tier_blocks("ram") == 8 * MiB + 4096
-    assert os.stat(path).st_blocks * 512 == 8 * MiB + CHUNK
+    assert os.stat(path).st_blocks * 512 == 8 * MiB + PAGE
     os.unlink(path)
     wait_for(lambda: fs.tier_blocks("ram") == 0, what="unlinked data freed")
     assert fs.status()["used"] == 0
@@ -215,4 +215,4 @@ def test_full_filesystem_writes_what_fits(mount_holefs):
     os.truncate(path, MiB // 2)
     (m / "g").write_bytes(b"room again")
     assert (m / "g").read_bytes() == b"room again"
-    assert m.status()["used"] == MiB // 2 + CHUNK
+    assert m.status()["used"] == MiB // 2 + PAGE
