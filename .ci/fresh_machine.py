@@ -13,14 +13,14 @@ The machine must reach the package registries that this host reaches, so
 it gets the host's apt sources (with the suite name swapped), the apt
 settings that govern fetching, pip's configuration and environment (with
 any local index or wheel directory bound in read-only) and the CA trust
-store.  Only downloads are shared between runs: apt's archives and pip's
-HTTP cache are bound from CACHE; pip's cache of wheels it *built* is not,
-as a cached pyfuse3 wheel would hide a missing build dependency.
+store.  Only apt's downloaded packages are shared between runs (bound
+from CACHE); pip's cache is not, as a cached pyfuse3 wheel would hide a
+missing build dependency.
 
 The machine boots with systemd as PID 1, as a real one does.  Commands run
-as root through `systemd-run` inside it, so they sit in a unit of the
-machine's own systemd like a login session's or a CI runner's commands,
-not in a cgroup outside it.
+as root through `systemd-run --scope` inside it, so they sit in a unit of
+the machine's own systemd as a login session's commands do, not in a
+cgroup outside it, and daemons they start outlive them.
 
 As a command, for developers:
 
@@ -36,6 +36,7 @@ import configparser
 import contextlib
 import fcntl
 import hashlib
+import inspect
 import os
 import pathlib
 import re
@@ -49,15 +50,19 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE = pathlib.Path(os.environ.get("HOLEFS_CI_CACHE", "/var/cache/holefs-ci"))
 SUITES = ("bookworm", "trixie")
+# A machine installed today has today's base packages; so does a root
+# rebuilt this often.
+MAX_AGE = 14 * 24 * 3600
 # What a fresh machine has before the README's commands: enough to clone
-# the repository and to boot.  dbus is what a booted Debian has (systemd
-# recommends it), and logind, machined and systemd-run --scope need it.
+# the repository and to boot.  dbus too, as every installed Debian has it
+# (systemd recommends it; logind needs it).
 PACKAGES = ("ca-certificates", "git", "systemd", "systemd-sysv", "dbus")
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
        "LANG": "C.UTF-8", "HOME": "/root", "USER": "root", "LOGNAME": "root",
        "SHELL": "/bin/bash"}
-# Host environment that decides how downloads reach the registries.
-PASSED_ENV = re.compile(r"PIP_.*|(?i:(https?|ftp|no|all)_proxy)")
+# Host environment that decides how downloads reach the registries, and
+# the terminal type for an interactive shell.
+PASSED_ENV = re.compile(r"PIP_.*|(?i:(https?|ftp|no|all)_proxy)|TERM")
 PIP_CONFIG = (pathlib.Path("/etc/pip.conf"), pathlib.Path("/etc/xdg/pip"),
               pathlib.Path("/root/.config/pip"))
 # pip settings whose values may name local files or file:// indexes.
@@ -103,17 +108,19 @@ def host_mirror():
 def root_tarball(suite):
     """The cached root of *suite*, built with debootstrap if it is missing.
 
-    The file name carries a hash of everything the build depends on, so a
-    changed package list or mirror builds a new root; older ones are
-    deleted.  A lock keeps two runs from building the same root at once.
+    The file name carries a hash of everything the build depends on (this
+    function's code included), so a changed package list, mirror or recipe
+    builds a new root; older ones are deleted, and so is one past MAX_AGE.
+    A lock keeps two runs from building the same root at once.
     """
     mirror = host_mirror()
-    key = hashlib.sha256(repr((suite, mirror, "minbase", PACKAGES)).encode()).hexdigest()[:12]
+    recipe = repr((suite, mirror, PACKAGES)) + inspect.getsource(root_tarball)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     tarball = CACHE / f"debian-{suite}-{key}.tar"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"debian-{suite}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if tarball.exists():
+        if tarball.exists() and time.time() - tarball.stat().st_mtime < MAX_AGE:
             return tarball
         build = pathlib.Path(tempfile.mkdtemp(prefix=f"build-{suite}-", dir=CACHE))
         try:
@@ -126,6 +133,12 @@ def root_tarball(suite):
             subprocess.run(["chroot", build / "root", "apt-get", "clean"], check=True)
             for lists in (build / "root/var/lib/apt/lists").glob("*_*"):
                 lists.unlink()
+            # Nor an identity: its machine ID is made at first boot (which
+            # also applies the unit presets, as on a fresh install), and its
+            # host name is the one nspawn gives it, not the build host's.
+            (build / "root/etc/machine-id").write_text("")
+            for identity in ("var/lib/dbus/machine-id", "etc/hostname"):
+                (build / "root" / identity).unlink(missing_ok=True)
             log(f"debootstrap {suite}: {time.monotonic() - start:.0f} s")
             subprocess.run(["tar", "-C", build / "root", "--numeric-owner", "--xattrs",
                             "--xattrs-include=*", "-cf", build / "root.tar", "."], check=True)
@@ -221,8 +234,8 @@ def find_init(nspawn_pid):
 class Machine:
     """A booted fresh machine; run() runs commands in it as root."""
 
-    def __init__(self, suite, root, nspawn, console):
-        self.suite, self.root, self.nspawn, self.console = suite, root, nspawn, console
+    def __init__(self, suite, nspawn, console, timings):
+        self.suite, self.nspawn, self.console, self.timings = suite, nspawn, console, timings
         self.pid1 = None
         self.env = {**ENV, **{k: v for k, v in os.environ.items() if PASSED_ENV.fullmatch(k)}}
 
@@ -235,24 +248,26 @@ class Machine:
                               env=ENV, **kwargs)
 
     def run(self, command, *, cwd="/root", timeout=600, check=False, capture=True):
-        """Run *command* (a shell string or an argv list) as root in a unit.
+        """Run *command* (a shell string or an argv list) as root.
 
-        The unit gets a login-like environment, *cwd*, and *timeout*
-        seconds, after which the machine's systemd kills it.  With
-        *capture*, stdout and stderr come back together in .stdout;
-        without, they go to ours (and a terminal stays a terminal).  A
+        It runs in a scope of the machine's systemd, as a login shell's
+        commands do, so a daemon it starts outlives it, and with a
+        login-like environment in *cwd*.  After *timeout* seconds the
+        machine's systemd kills the scope.  With *capture*, stdout and
+        stderr come back together in .stdout (through a file, so a daemon
+        that keeps them open cannot hang us); without, they are ours.  A
         *check* failure's message ends with the command's output.
         """
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        tty = not capture and sys.stdin.isatty()
-        cmd = ["systemd-run", "--quiet", "--wait", "--collect", "--service-type=exec",
-               "--pty" if tty else "--pipe", f"--working-directory={cwd}",
-               f"--property=RuntimeMaxSec={timeout}",
-               *(f"--setenv={k}={v}" for k, v in self.env.items()), "--", *argv]
-        result = self.enter(*cmd, stdin=None if not capture else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE if capture else None,
-                            stderr=subprocess.STDOUT if capture else None,
-                            text=True, errors="replace", timeout=timeout + 60)
+        cmd = ["systemd-run", "--quiet", "--scope", "--collect",
+               f"--property=RuntimeMaxSec={timeout}", "--",
+               "env", "-i", f"--chdir={cwd}", *(f"{k}={v}" for k, v in self.env.items()),
+               *argv]
+        with tempfile.TemporaryFile() as out:
+            streams = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=out) if capture else {}
+            result = self.enter(*cmd, **streams, timeout=timeout + 60)
+            out.seek(0)
+            result.stdout = out.read().decode(errors="replace") if capture else None
         if check and result.returncode:
             raise AssertionError(f"in {self.suite}: {shlex.join(argv)} exited with "
                                  f"{result.returncode}:\n{(result.stdout or '')[-4000:]}")
@@ -275,8 +290,12 @@ class Machine:
 
     def shut_down(self):
         """Power off; if that hangs, killing PID 1 ends the whole PID namespace."""
-        if self.pid1 and self.nspawn.poll() is None:
-            self.enter("systemctl", "poweroff", "--no-block", capture_output=True, timeout=30)
+        if self.nspawn.poll() is None:
+            if self.pid1:
+                self.enter("systemctl", "poweroff", "--no-block", capture_output=True,
+                           timeout=30)
+            else:
+                self.nspawn.terminate()
         try:
             self.nspawn.wait(60)
         except subprocess.TimeoutExpired:
@@ -300,10 +319,12 @@ def fresh_machine(suite, *, ro_binds=(), workdir="/var/tmp"):
     """A booted fresh *suite* machine, taken down and deleted afterwards.
 
     *ro_binds* maps container paths to host paths bound read-only.
-    Machine.timings tells how long extracting and booting took.
+    Machine.timings tells how long finding (or building) the root,
+    extracting it and booting took, in seconds.
     """
+    start = time.monotonic()
     tarball = root_tarball(suite)
-    timings = {}
+    timings = {"root": time.monotonic() - start}
     base = pathlib.Path(tempfile.mkdtemp(prefix=f"holefs-{suite}-", dir=workdir))
     root = base / "root"
     machine = None
@@ -314,12 +335,9 @@ def fresh_machine(suite, *, ro_binds=(), workdir="/var/tmp"):
                         "--xattrs-include=*", "-xpf", tarball], check=True)
         configure(root, suite)
         timings["extract"] = time.monotonic() - start
-        caches = {"/var/cache/apt/archives": CACHE / f"apt-{suite}",
-                  "/root/.cache/pip/http": CACHE / f"pip-{suite}/http",
-                  "/root/.cache/pip/http-v2": CACHE / f"pip-{suite}/http-v2"}
-        for host in caches.values():
-            host.mkdir(parents=True, exist_ok=True)
-        binds = [f"--bind={h}:{c}" for c, h in caches.items()] + \
+        archives = CACHE / f"apt-{suite}"
+        archives.mkdir(exist_ok=True)
+        binds = [f"--bind={archives}:/var/cache/apt/archives"] + \
             [f"--bind-ro={d}" for d in pip_local_dirs()] + \
             [f"--bind-ro={h}:{c}" for c, h in dict(ro_binds).items()]
         cmd = ["systemd-nspawn", "--quiet", f"--directory={root}", "--boot",
@@ -331,10 +349,9 @@ def fresh_machine(suite, *, ro_binds=(), workdir="/var/tmp"):
         env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
         start = time.monotonic()
         with open(base / "console.log", "wb") as console:
-            machine = Machine(suite, root, subprocess.Popen(
+            machine = Machine(suite, subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=console,
-                stderr=subprocess.STDOUT), base / "console.log")
-        machine.timings = timings
+                stderr=subprocess.STDOUT), base / "console.log", timings)
         machine.boot()
         timings["boot"] = time.monotonic() - start
         yield machine
@@ -351,23 +368,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="build (or find) the cached roots")
-    build.add_argument("suites", nargs="*", choices=SUITES, default=SUITES)
+    build.add_argument("suites", nargs="*", metavar="SUITE",
+                       help=f"of {', '.join(SUITES)} (default: all)")
     shell = sub.add_parser("shell", help="run a command in a fresh machine")
-    shell.add_argument("suite", choices=SUITES)
+    shell.add_argument("suite", metavar="SUITE", choices=SUITES,
+                       help=f"{' or '.join(SUITES)}")
     shell.add_argument("--src", action="store_true",
                        help=f"bind {REPO} read-only at /src")
-    shell.add_argument("command", nargs="*", default=["/bin/bash", "-l"])
-    args = parser.parse_args()
+    shell.usage = "%(prog)s SUITE [--src] [-- CMD...]"
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
     if os.geteuid() != 0:
         parser.error("must run as root")
+    if args.action == "build" and not set(args.suites) <= set(SUITES):
+        parser.error(f"the suites are {', '.join(SUITES)}")
     if args.action == "build":
-        for suite in args.suites:
+        for suite in args.suites or SUITES:
             print(root_tarball(suite))
         return 0
     with fresh_machine(args.suite, ro_binds={"/src": REPO} if args.src else {}) as machine:
         log(f"{args.suite} up (" + ", ".join(f"{k} {v:.1f} s" for k, v in
                                              machine.timings.items()) + ")")
-        return machine.run(args.command, cwd="/src" if args.src else "/root",
+        command = argv[split + 1:] or ["/bin/bash", "-l"]
+        return machine.run(command, cwd="/src" if args.src else "/root",
                            timeout=24 * 3600, capture=False).returncode
 
 
