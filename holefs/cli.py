@@ -205,8 +205,15 @@ def cmd_umount(args):
 
 
 def read_status(path):
+    """A mount's usage, or a file's whole map, read page by page."""
     try:
-        return json.loads(os.getxattr(path, STATUS_XATTR))
+        status = json.loads(os.getxattr(path, STATUS_XATTR))
+        while len(status.get("map", ())) < status.get("runs", 0):
+            more = json.loads(os.getxattr(path, f"{STATUS_XATTR}.map.{len(status['map'])}"))
+            if not more["map"]:
+                break  # the file shrank while we read
+            status["map"] += more["map"]
+        return status
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
             raise OSError(e.errno, f"{path} is not on a holefs mount") from None
@@ -236,10 +243,8 @@ def format_mount_status(s):
 
 
 def format_file_status(s):
-    totals = {where: sum(r["length"] for r in s["map"] if r["where"] == where)
-              for where in ("ram", "spill", "hole")}
     lines = [f"size {s['size']} ({human(s['size'])}): "
-             + ", ".join(f"{where} {human(n)}" for where, n in totals.items()),
+             + ", ".join(f"{where} {human(s[where])}" for where in ("ram", "spill", "hole")),
              f"{'start':>14} {'length':>14}  where"]
     lines += [f"{r['start']:>14} {r['length']:>14}  {r['where']}" for r in s["map"]]
     return "\n".join(lines)

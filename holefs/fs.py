@@ -43,6 +43,7 @@ SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
+STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
 
 def fuse_errors(handler):
@@ -272,8 +273,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def getxattr(self, inode_id, name, ctx):
         inode = self.ns[inode_id]
-        if name == STATUS_XATTR:
-            return json.dumps(self.status(inode)).encode()
+        if name.startswith(STATUS_XATTR):
+            return json.dumps(self.status(inode, name[len(STATUS_XATTR):])).encode()
         try:
             return inode.xattrs[name]
         except (KeyError, TypeError):
@@ -300,19 +301,33 @@ class Operations(pyfuse3.Operations):
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = PAGE
         data.f_blocks = store.limit
-        data.f_bfree = data.f_bavail = store.limit - store.used
+        data.f_bfree = store.limit - store.used
+        data.f_bavail = store.available()
         data.f_files = self.ns.max_inodes
         data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - self.ns.used_inodes)
         data.f_namemax = 255
         return data
 
-    def status(self, inode):
-        """What `holefs status` shows: the mount for the root, else the file."""
-        if inode is self.ns.root:
+    def status(self, inode, part=b""):
+        """What `holefs status` shows: the mount for the root, else the file.
+
+        A file's map can be longer than one xattr value may be (64 KiB), so
+        holefs.status gives the totals and the first STATUS_RUNS runs, and
+        holefs.status.map.N the runs from the Nth on.
+        """
+        if inode is self.ns.root and not part:
             return self.usage()
-        if inode.extents is None:
-            return {"size": inode.size, "map": []}
-        return {"size": inode.size, "map": self.store.describe(inode.extents, inode.size)}
+        runs = self.store.describe(inode.extents, inode.size) if inode.extents is not None \
+            else []
+        if part.startswith(b".map.") and part[5:].isdigit():
+            first = int(part[5:])
+            return {"map": runs[first:first + STATUS_RUNS]}
+        if part:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        totals = dict.fromkeys(("ram", "spill", "hole"), 0)
+        for run in runs:
+            totals[run["where"]] += run["length"]
+        return {"size": inode.size, **totals, "runs": len(runs), "map": runs[:STATUS_RUNS]}
 
     def usage(self):
         store = self.store

@@ -75,6 +75,30 @@ def build_store(options):
     return Store(options.size // PAGE, options.ram // PAGE, ram, spill)
 
 
+def filesystem_type(path):
+    """The type of the filesystem that *path* lies on, as mountinfo names it."""
+    dev = os.stat(path).st_dev
+    device = f"{os.major(dev)}:{os.minor(dev)}"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == device:
+                return fields[fields.index("-") + 1]
+    return None
+
+
+def spill_warnings(options, spill):
+    """What a user should hear about the spill directory at mount time."""
+    fstype = filesystem_type(options.spill)
+    if fstype in ("tmpfs", "ramfs"):
+        yield (f"spill directory {options.spill} is on {fstype}: "
+               "spilled data stays in memory")
+    beyond, free = options.size - options.ram, spill.free_pages() * PAGE
+    if beyond > free:
+        yield (f"size= leaves {beyond >> 20} MiB beyond ram=, but {options.spill} has "
+               f"{free >> 20} MiB free: writes will fail with ENOSPC before size= is reached")
+
+
 READAHEAD_KB = 1024
 
 
@@ -148,6 +172,9 @@ def serve(mountpoint, options, on_ready=lambda: None):
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
     store = build_store(options)
+    if store.spill is not None:
+        for warning in spill_warnings(options, store.spill):
+            log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
     _shim.install(ops.data)

@@ -68,6 +68,11 @@ class Tier:
     def allocated_bytes(self):
         return os.fstat(self.fd).st_blocks * 512
 
+    def free_pages(self):
+        """Pages that the filesystem under this tier can still take."""
+        st = os.fstatvfs(self.fd)
+        return st.f_bavail * st.f_frsize // PAGE
+
 
 def open_ram_tier():
     return Tier(os.memfd_create("holefs-ram", os.MFD_CLOEXEC), "ram")
@@ -119,6 +124,14 @@ class Store:
     @property
     def used(self):
         return self.ram.pages + (self.spill.pages if self.spill else 0)
+
+    def available(self):
+        """Pages that can still be written: the room under size=, unless RAM's
+        room plus the spill disk's free space is less."""
+        room = self.ram_budget - self.ram.pages
+        if self.spill is not None:
+            room += self.spill.free_pages()
+        return max(0, min(self.limit - self.used, room))
 
     def read(self, emap, offset, length):
         buf = bytearray(length)

@@ -1,7 +1,6 @@
 """Helpers that mount holefs for real and clean up, whatever happens."""
 
 import ctypes
-import json
 import os
 import pathlib
 import shutil
@@ -13,6 +12,7 @@ import time
 import pytest
 
 import holefs
+from holefs.cli import read_status
 
 HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
@@ -92,7 +92,7 @@ class Mount:
         return self.path / name
 
     def status(self, path=None):
-        return json.loads(os.getxattr(path or self.path, "holefs.status"))
+        return read_status(path or self.path)
 
     @property
     def pid(self):

@@ -7,7 +7,8 @@ MAP_SHARED writes and reads; SEEK_DATA/SEEK_HOLE; reopen with and without
 O_TRUNC; rename, link and unlink, with descriptors left open on unlinked
 files; and dropping the page cache, so that reads reach the daemon.  The
 same operations go to an in-memory model in which hard links share one
-bytearray, and the two are compared all along.
+bytearray, and the two are compared all along: bytes, sizes, st_blocks page
+by page, SEEK_DATA/SEEK_HOLE, and df -i after every operation.
 
 It runs in four modes: everything in RAM; a 64 KiB RAM budget that sends
 nearly every chunk through the spill file and back; a filesystem of 2 MiB
@@ -455,6 +456,14 @@ class Run:
     def step(self):
         ops, weights = zip(*self.WEIGHTS.items())
         self.rng.choices(ops, weights)[0](self)
+        self.check_inode_count()
+
+    def check_inode_count(self):
+        """df -i counts the root, d/ and each inode that has a name."""
+        st = os.statvfs(self.root)
+        named = len({id(f) for f in self.files.values()})
+        assert st.f_files - st.f_ffree == 2 + named, \
+            f"df -i says {st.f_files - st.f_ffree} inodes used, model {2 + named}"
 
     def close(self):
         for fd, _, _ in self.open:
