@@ -18,7 +18,7 @@ import os
 
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-from .extents import CHUNK, PAGE, Slot, fitting_end, pages_covered, pages_touched
+from .extents import CHUNK, PAGE, PAGES_PER_CHUNK, Slot, fitting_end, pages_covered, pages_touched
 
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
@@ -152,7 +152,9 @@ class Store:
         for piece in emap.pieces(offset, len(data)):
             start, stop = piece.start, piece.start + piece.length
             held = piece.slot.held if piece.slot else 0
-            stop = fitting_end(held, start, stop, self.limit - self.used)
+            room = self.limit - self.used
+            if room < PAGES_PER_CHUNK:
+                stop = fitting_end(held, start, stop, room)
             try:
                 if stop == start:
                     raise NoSpace("size= is reached")
