@@ -48,6 +48,8 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "mount_tests"))
+from nspawn import ROOT_ENV, BootedSystem  # noqa: E402
 CACHE = pathlib.Path(os.environ.get("HOLEFS_CI_CACHE", "/var/cache/holefs-ci"))
 SUITES = ("bookworm", "trixie")
 # A machine installed today has today's base packages; so does a root
@@ -57,9 +59,6 @@ MAX_AGE = 14 * 24 * 3600
 # the repository and to boot.  dbus too, as every installed Debian has it
 # (systemd recommends it; logind needs it).
 PACKAGES = ("ca-certificates", "git", "systemd", "systemd-sysv", "dbus")
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "LANG": "C.UTF-8", "HOME": "/root", "USER": "root", "LOGNAME": "root",
-       "SHELL": "/bin/bash"}
 # Host environment that decides how downloads reach the registries, and
 # the terminal type for an interactive shell.
 PASSED_ENV = re.compile(r"PIP_.*|(?i:(https?|ftp|no|all)_proxy)|TERM")
@@ -219,33 +218,14 @@ def configure(root, suite):
     copy_into(root, pathlib.Path("/etc/ssl/certs"))
 
 
-def find_init(nspawn_pid):
-    """PID (on the host) of the machine's systemd, a child of nspawn."""
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, _, tail = stat.read_text().rpartition(")")
-        except OSError:
-            continue
-        if head.partition("(")[2] == "systemd" and int(tail.split()[1]) == nspawn_pid:
-            return int(stat.parent.name)
-    return None
-
-
-class Machine:
+class Machine(BootedSystem):
     """A booted fresh machine; run() runs commands in it as root."""
 
     def __init__(self, suite, nspawn, console, timings):
-        self.suite, self.nspawn, self.console, self.timings = suite, nspawn, console, timings
-        self.pid1 = None
-        self.env = {**ENV, **{k: v for k, v in os.environ.items() if PASSED_ENV.fullmatch(k)}}
-
-    def console_tail(self, chars=4000):
-        return self.console.read_text(errors="replace")[-chars:]
-
-    def enter(self, *cmd, **kwargs):
-        """Run *cmd* in the machine's namespaces, outside its units (for plumbing)."""
-        return subprocess.run(["nsenter", "-t", str(self.pid1), "-a", "--", *cmd],
-                              env=ENV, **kwargs)
+        super().__init__(suite, nspawn, console)
+        self.suite, self.timings = suite, timings
+        self.env = {**ROOT_ENV,
+                    **{k: v for k, v in os.environ.items() if PASSED_ENV.fullmatch(k)}}
 
     def run(self, command, *, cwd="/root", timeout=600, check=False, capture=True):
         """Run *command* (a shell string or an argv list) as root.
@@ -272,40 +252,6 @@ class Machine:
             raise AssertionError(f"in {self.suite}: {shlex.join(argv)} exited with "
                                  f"{result.returncode}:\n{(result.stdout or '')[-4000:]}")
         return result
-
-    def boot(self, timeout=120):
-        """Wait for nspawn's child systemd, then for the boot to finish."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.nspawn.poll() is not None:
-                raise AssertionError(f"systemd-nspawn exited:\n{self.console_tail()}")
-            self.pid1 = self.pid1 or find_init(self.nspawn.pid)
-            if self.pid1:
-                state = self.enter("systemctl", "is-system-running", "--wait",
-                                   capture_output=True, text=True, timeout=timeout).stdout
-                if state.strip() in ("running", "degraded"):
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"{self.suite} did not boot:\n{self.console_tail()}")
-
-    def shut_down(self):
-        """Power off; if that hangs, killing PID 1 ends the whole PID namespace."""
-        if self.nspawn.poll() is None:
-            if self.pid1:
-                self.enter("systemctl", "poweroff", "--no-block", capture_output=True,
-                           timeout=30)
-            else:
-                self.nspawn.terminate()
-        try:
-            self.nspawn.wait(60)
-        except subprocess.TimeoutExpired:
-            if self.pid1:
-                os.kill(self.pid1, 9)
-            try:
-                self.nspawn.wait(30)
-            except subprocess.TimeoutExpired:
-                self.nspawn.kill()
-                self.nspawn.wait()
 
 
 def mounts_under(path):

@@ -12,19 +12,16 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import HOLEFS, MiB, is_mounted, wait_for
+from nspawn import BootedSystem
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNIT_BIN = "/usr/local/bin/holefs"
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "LANG": "C.UTF-8"}
 POOL, POOL_UNIT = "/mnt/pool", "holefs@mnt-pool.service"
 NORESTART = f"/run/systemd/system/{POOL_UNIT}.d/norestart.conf"
 FSTAB = ("none /mnt/fstabpool fuse.holefs size=32M 0 0\n"
@@ -63,34 +60,12 @@ def host_dirs():
     return dirs
 
 
-def find_init(nspawn_pid):
-    """PID (on the host) of the container's systemd, a child of nspawn."""
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, _, tail = stat.read_text().rpartition(")")
-        except OSError:
-            continue
-        comm = head.partition("(")[2]
-        if comm == "systemd" and int(tail.split()[1]) == nspawn_pid:
-            return int(stat.parent.name)
-    return None
-
-
-class Container:
-    """A booted systemd in systemd-nspawn, driven from the host with nsenter."""
-
-    def __init__(self, nspawn, log_path):
-        self.nspawn = nspawn
-        self.log_path = log_path
-        self.pid1 = None
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")[-4000:]
+class Container(BootedSystem):
+    """The booted test container, with the helpers the tests use."""
 
     def run(self, *cmd, check=True, input=None, text=True, timeout=60):
-        result = subprocess.run(["nsenter", "-t", str(self.pid1), "-a", "--", *cmd],
-                                env=ENV, input=input, capture_output=True, text=text,
-                                timeout=timeout)
+        result = self.enter(*cmd, input=input, capture_output=True, text=text,
+                            timeout=timeout)
         if check and result.returncode:
             output = result.stderr if text else result.stderr.decode(errors="replace")
             raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}): {output}")
@@ -124,36 +99,6 @@ class Container:
     def status(self, path):
         return json.loads(self.run(UNIT_BIN, "status", "--json", path).stdout)
 
-    def boot(self, timeout=120):
-        """Wait for nspawn's child systemd, then for the boot to finish."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.nspawn.poll() is not None:
-                raise AssertionError(f"systemd-nspawn exited:\n{self.log()}")
-            self.pid1 = self.pid1 or find_init(self.nspawn.pid)
-            if self.pid1:
-                state = self.run("systemctl", "is-system-running", "--wait",
-                                 check=False, timeout=timeout).stdout.strip()
-                if state in ("running", "degraded"):
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"the container did not boot:\n{self.log()}")
-
-    def shut_down(self):
-        """Power off; if that hangs, killing PID 1 takes the whole container."""
-        if self.pid1 and self.nspawn.poll() is None:
-            self.run("systemctl", "poweroff", "--no-block", check=False)
-        try:
-            self.nspawn.wait(60)
-        except subprocess.TimeoutExpired:
-            if self.pid1:
-                os.kill(self.pid1, signal.SIGKILL)
-            try:
-                self.nspawn.wait(30)
-            except subprocess.TimeoutExpired:
-                self.nspawn.kill()
-                self.nspawn.wait()
-
 
 @pytest.fixture(scope="module")
 def container(tmp_path_factory):
@@ -169,8 +114,8 @@ def container(tmp_path_factory):
            # No console to answer systemd-firstboot's questions.
            "systemd.firstboot=off", "systemd.mask=systemd-firstboot.service"]
     with open(log_path, "wb") as log:
-        box = Container(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT), log_path)
+        box = Container("the test container", subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT), log_path)
     try:
         box.boot()
         box.run("cp", str(REPO / "systemd" / "holefs@.service"), "/etc/systemd/system/")
