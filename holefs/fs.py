@@ -431,12 +431,15 @@ class DataPath:
             raise OSError(errno.EFBIG, "file too large")
         if not mode & FALLOC_FL_KEEP_SIZE:
             self.grow(inode, end, "fallocate")
-        if mode & ~FALLOC_FL_KEEP_SIZE == 0:
-            self.store.reserve(inode.extents, offset, length)
-        elif mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+        if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
             self.store.punch(inode.extents, offset, length)
-        elif mode & ~FALLOC_FL_KEEP_SIZE == FALLOC_FL_ZERO_RANGE:
-            self.store.reserve(inode.extents, offset, length, zero=True)
+        elif mode & ~FALLOC_FL_KEEP_SIZE in (0, FALLOC_FL_ZERO_RANGE):
+            try:
+                self.store.reserve(inode.extents, offset, length,
+                                   zero=bool(mode & FALLOC_FL_ZERO_RANGE))
+            except OSError as e:
+                self.refused("fallocate", inode, offset, length, e)
+                raise
         else:
             raise OSError(errno.EOPNOTSUPP, "unsupported fallocate mode")
         if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:

@@ -456,14 +456,22 @@ class Run:
     def step(self):
         ops, weights = zip(*self.WEIGHTS.items())
         self.rng.choices(ops, weights)[0](self)
-        self.check_inode_count()
+        self.check_counts()
 
-    def check_inode_count(self):
-        """df -i counts the root, d/ and each inode that has a name."""
+    def check_counts(self):
+        """df -i counts the root, d/ and each inode that has a name; st_blocks
+        of every file, named or open, counts its pages."""
         st = os.statvfs(self.root)
         named = len({id(f) for f in self.files.values()})
         assert st.f_files - st.f_ffree == 2 + named, \
             f"df -i says {st.f_files - st.f_ffree} inodes used, model {2 + named}"
+        for label, st, f in [(name, os.stat(self.path(name)), f)
+                             for name, f in self.files.items()] + \
+                [(label, os.fstat(fd), f) for fd, f, label in self.open]:
+            least, most = f.block_bounds()
+            assert least <= st.st_blocks <= most, \
+                f"{label}: st_blocks {st.st_blocks}, want {least}" + \
+                (f" to {most}" if most > least else "")
 
     def close(self):
         for fd, _, _ in self.open:
@@ -472,11 +480,8 @@ class Run:
 
 
 def check_file(label, fd, f, st):
-    """Size, st_blocks and every byte of one file."""
+    """The size and every byte of one file (check_counts does st_blocks)."""
     assert st.st_size == len(f.data), f"{label}: size {st.st_size}, want {len(f.data)}"
-    least, most = f.block_bounds()
-    assert least <= st.st_blocks <= most, \
-        f"{label}: st_blocks {st.st_blocks}, want {least}" + (f" to {most}" if most > least else "")
     got = os.pread(fd, len(f.data) + 1, 0)
     assert got == f.data, f"{label}: contents differ: {first_difference(got, f.data)}"
 
