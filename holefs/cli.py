@@ -2,10 +2,12 @@
 
 import argparse
 import errno
+import importlib.metadata
 import json
 import logging
 import logging.handlers
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from .release import release
 MOUNT_HELP = f"""\
 options (-o, comma-separated, as for tmpfs):
   size=SIZE       total data, RAM plus spill: bytes, with k/m/g/t suffix or
-                  %% of RAM (default 50%%)
+                  % of RAM (default 50%)
   nr_inodes=N     most files, directories and links (default: RAM pages / 2)
   mode=MODE       octal mode of the root directory (default 1777)
   uid=, gid=      owner of the root directory (default: the caller)
@@ -47,14 +49,18 @@ COMMANDS = ("mount", "umount", "status", "punch")
 def parse_size(text):
     try:
         return mount_options.parse_size("size", text)
-    except mount_options.OptionError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except mount_options.OptionError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: give a number with an optional k, m, g, t or p "
+            "suffix") from None
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="holefs",
         description="A tmpfs-like FUSE filesystem whose hole punches give memory back.")
+    parser.add_argument("--version", action="version",
+                        version=f"holefs {importlib.metadata.version('holefs')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = sub.add_parser(
@@ -70,8 +76,11 @@ def build_parser():
 
     umount = sub.add_parser("umount", help="unmount, also after the daemon died",
                             description="Unmount a holefs. Also cleans up a stale "
-                            "mount whose daemon was killed.")
+                            "mount whose daemon was killed.  Refuses anything that "
+                            "is not a holefs.")
     umount.add_argument("mountpoint")
+    umount.add_argument("-l", "--lazy", action="store_true",
+                        help="detach now, even while files are open (umount -l)")
 
     status = sub.add_parser(
         "status", help="show where a mount's or a file's memory is",
@@ -111,6 +120,11 @@ def main(argv=None):
                 "status": cmd_status, "punch": cmd_punch}[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`holefs status | head -1`): no traceback,
+        # and none either when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def fail(message, status=1):
@@ -187,21 +201,36 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
     os._exit(status)
 
 
+def mounted_type(path):
+    """The filesystem type mounted on *path* (the last one), or None."""
+    found = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            # The kernel writes a space in a path as \040, and so on.
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]) == path:
+                found = fields[2]
+    return found
+
+
 def cmd_umount(args):
-    mountpoint = os.path.abspath(args.mountpoint)
-    result = subprocess.run(["fusermount3", "-u", mountpoint],
+    mountpoint = os.path.realpath(args.mountpoint)
+    fstype = mounted_type(mountpoint)
+    if fstype is None:
+        return fail(f"umount: {args.mountpoint}: not mounted")
+    if fstype != "fuse.holefs":
+        return fail(f"umount: {args.mountpoint}: not a holefs mount (it is {fstype})")
+    from .mount import is_stale
+
+    # A dead daemon's mount can only be detached.
+    lazy = args.lazy or is_stale(mountpoint)
+    result = subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), mountpoint],
                             capture_output=True, text=True)
     if result.returncode == 0:
         return 0
-    from .mount import is_stale
-
-    if is_stale(mountpoint):
-        # The daemon died: detach the dead mount.
-        result = subprocess.run(["fusermount3", "-u", "-z", mountpoint],
-                                capture_output=True, text=True)
-        if result.returncode == 0:
-            return 0
-    return fail(f"umount: {result.stderr.strip() or mountpoint + ': not mounted'}")
+    reason = result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
+    hint = "; close what uses it, or give -l" if "busy" in reason else ""
+    return fail(f"umount: {args.mountpoint}: {reason}{hint}")
 
 
 def read_status(path):
@@ -216,7 +245,7 @@ def read_status(path):
         return status
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
-            raise OSError(e.errno, f"{path} is not on a holefs mount") from None
+            raise OSError(e.errno, "not on a holefs mount") from None
         raise
 
 
@@ -254,7 +283,9 @@ def cmd_status(args):
     try:
         s = read_status(args.path)
     except OSError as e:
-        return fail(f"status: {e.strerror if e.filename is None else e}")
+        hint = f"; its daemon is gone: run 'holefs umount {args.path}'" \
+            if e.errno == errno.ENOTCONN else ""
+        return fail(f"status: {args.path}: {e.strerror}{hint}")
     if args.json:
         print(json.dumps(s, indent=2))
     elif "map" in s:
