@@ -35,12 +35,16 @@ options (-o, comma-separated, as for tmpfs):
                   mapping; files are then not sparse (use it for /dev/shm)
   fsname=NAME     source name shown by df and mount (default holefs)
   debug           log at debug level, including every request that fails
+  nr_blocks=N     tmpfs's other spelling of size=, in 4 KiB pages
+  noswap          all data in RAM, none spilled: ram= is size=
+  size=0, nr_inodes=0   no limit, as on tmpfs
+  huge=, mpol=, inode64, lazytime   accepted from tmpfs, with no effect here
   ro, nosuid, nodev, noexec, noatime, sync ...   passed to the kernel
 
 examples:
   holefs mount /mnt/pool -o size=4G,ram=1G
-  mount -t fuse.holefs none /mnt/pool -o size=1G
-  fstab:  none /mnt/pool fuse.holefs size=1G,ram=256M 0 0
+  mount -t fuse.holefs none /mnt/pool -o size=1G,nosuid,nodev
+  fstab:  none /mnt/pool fuse.holefs size=1G,ram=256M,nosuid,nodev 0 0
 """
 
 COMMANDS = ("mount", "umount", "status", "punch")
@@ -68,8 +72,8 @@ def build_parser():
         "Without -f, returns once the mount is live.",
         epilog=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     mount.add_argument("mountpoint")
-    mount.add_argument("-o", dest="options", default="", metavar="OPTIONS",
-                       help="mount options, see below")
+    mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                       help="mount options, see below; given more than once, they add up")
     mount.add_argument("-f", "--foreground", action="store_true",
                        help="serve in the foreground (for systemd), logging to stderr")
     mount.add_argument("--debug", action="store_true", help="same as -o debug")
@@ -145,7 +149,7 @@ def setup_logging(debug, to_syslog=False):
 
 def cmd_mount(args):
     try:
-        opts = mount_options.parse(args.options)
+        opts = mount_options.parse(",".join(args.options))
     except mount_options.OptionError as e:
         return fail(f"mount: {e}", 2)
     opts.debug = opts.debug or args.debug
@@ -267,6 +271,7 @@ def format_mount_status(s):
         ("spill", spill),
         ("inodes", f"{s['inodes_used']} used, {s['inodes_free']} free"),
         ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
+        ("options", s["options"]),
     ]
     return "\n".join(f"{k:<8}{v}" for k, v in rows)
 

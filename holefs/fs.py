@@ -43,6 +43,7 @@ SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
 
@@ -264,6 +265,11 @@ class Operations(pyfuse3.Operations):
     def setxattr(self, inode_id, name, value, ctx):
         if name == STATUS_XATTR:
             raise OSError(errno.EPERM, "read-only attribute")
+        if not name.startswith(XATTR_NAMESPACES):
+            # As tmpfs and ext4: a name in no namespace would fail later,
+            # when the file is copied to them.
+            raise OSError(errno.EOPNOTSUPP, "not in the user, trusted, security or system "
+                          "namespace")
         inode = self.ns[inode_id]
         if inode.xattrs is None:
             inode.xattrs = {}
@@ -342,6 +348,7 @@ class Operations(pyfuse3.Operations):
             "spill_allocated": spill.allocated_bytes() if spill else 0,
             "spill_dir": self.options.spill if spill else None,
             "reserve": self.options.reserve,
+            "options": self.options.describe(),
             "inodes_used": self.ns.used_inodes,
             "inodes_free": max(0, self.ns.max_inodes - self.ns.used_inodes),
             "chunk": CHUNK,

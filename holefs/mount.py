@@ -172,6 +172,8 @@ def serve(mountpoint, options, on_ready=lambda: None):
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
     store = build_store(options)
+    for option, why in options.no_effect:
+        log.warning("option %s has no effect: %s", option, why)
     if store.spill is not None:
         for warning in spill_warnings(options, store.spill):
             log.warning("%s", warning)

@@ -6,7 +6,7 @@ import os
 import pwd
 import re
 
-from .extents import CHUNK
+from .extents import CHUNK, PAGE
 
 # Options that libfuse's mount code understands and holefs passes through.
 FUSE_FLAGS = {"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
@@ -16,6 +16,21 @@ FUSE_FLAGS = {"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
 IGNORED = {"defaults", "auto", "noauto", "user", "nouser", "users", "owner",
            "_netdev", "nofail", "default_permissions"}
 IGNORED_PREFIXES = ("x-", "comment=")
+# tmpfs's options that mean nothing for holefs: accepted, with the reason
+# logged at mount, so that an fstab line written for tmpfs still mounts.
+NO_EFFECT = {
+    "huge": "holefs keeps file data in a memfd of small pages",
+    "mpol": "holefs places no memory by NUMA policy",
+    "inode64": "holefs's inode numbers are 64-bit already",
+    "lazytime": "holefs keeps every timestamp in memory anyway",
+}
+# tmpfs's options that holefs cannot honour: refused, with the reason.
+REFUSED = {
+    "inode32": "holefs does not reuse inode numbers, so it cannot promise 32 bits",
+    "quota": "holefs has no quotas",
+    "usrquota": "holefs has no quotas",
+    "grpquota": "holefs has no quotas",
+}
 
 DEFAULT_SPILL = "/var/tmp"
 SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -43,11 +58,23 @@ class MountOptions:
     debug: bool = False
     reserve: bool = False
     fuse_flags: tuple = ()
+    no_effect: tuple = ()  # (option, why it does nothing here)
 
     @property
     def spills(self):
         """Data beyond ram= goes to a spill file only when ram= < size=."""
         return self.ram < self.size
+
+    def describe(self):
+        """The options in force, as -o would give them, for holefs status."""
+        parts = [f"size={self.size >> 10}k", f"ram={self.ram >> 10}k",
+                 f"nr_inodes={self.nr_inodes}", f"mode={self.mode:o}",
+                 f"uid={self.uid}", f"gid={self.gid}"]
+        if self.spills:
+            parts.append(f"spill={self.spill}")
+        if self.reserve:
+            parts.append("reserve")
+        return ",".join(parts + list(self.fuse_flags))
 
     def fuse_options(self):
         """The option set for pyfuse3.init()."""
@@ -89,32 +116,43 @@ def _parse_id(name, text, lookup):
 
 
 def parse(text):
-    """Turn a comma-separated -o string into MountOptions."""
+    """Turn a comma-separated -o string into MountOptions; as in mount(8), a
+    later option overrides an earlier one."""
     memory = physical_memory()
     values = {}
     flags = []
+    no_effect = []
     for item in filter(None, (text or "").split(",")):
         key, eq, value = item.partition("=")
         if item in FUSE_FLAGS:
             flags.append(item)
         elif key in IGNORED or item.startswith(IGNORED_PREFIXES):
             continue
-        elif key in ("debug", "reserve") and not eq:
+        elif key in NO_EFFECT:
+            no_effect.append((item, NO_EFFECT[key]))
+        elif key in REFUSED:
+            raise OptionError(f"{item}: {REFUSED[key]}")
+        elif key in ("debug", "reserve", "noswap") and not eq:
             values[key] = True
-        elif key in ("size", "ram", "nr_inodes", "mode", "uid", "gid", "spill", "fsname"):
+        elif key in ("size", "nr_blocks", "ram", "nr_inodes", "mode", "uid", "gid", "spill",
+                     "fsname"):
             if not eq or not value:
                 raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
+            if key == "nr_blocks":  # tmpfs's other spelling of size=, in pages
+                key, value = "size", str(parse_size(key, value) * PAGE)
             values[key] = value
         else:
             raise OptionError(f"unknown option '{item}' (see holefs mount --help)")
 
     size = parse_size("size", values.get("size", "50%"), percent_of=memory)
-    if size <= 0:
-        raise OptionError("size= must be larger than 0")
+    if size == 0:  # as on tmpfs: no limit
+        size = MAX_SIZE
     size = round_to_chunk(size)
     if size > MAX_SIZE:
         raise OptionError(f"size={values['size']}: larger than {MAX_SIZE >> 50}p, "
                           "the most a file can hold")
+    if values.get("noswap") and "ram" in values:
+        raise OptionError("noswap keeps all data in RAM: give size=, not ram=")
     ram = round_to_chunk(parse_size("ram", values["ram"], percent_of=memory)) \
         if "ram" in values else size
     if ram <= 0:
@@ -122,8 +160,8 @@ def parse(text):
     if ram > size:
         raise OptionError(f"ram={values['ram']} is larger than size={values.get('size', size)}")
     nr_inodes = parse_size("nr_inodes", values.get("nr_inodes", str(memory // 4096 // 2)))
-    if nr_inodes < 1:
-        raise OptionError("nr_inodes= must be at least 1")
+    if nr_inodes == 0:  # as on tmpfs: no limit
+        nr_inodes = MAX_INODES
     if nr_inodes > MAX_INODES:
         raise OptionError(f"nr_inodes= must be at most {MAX_INODES}")
     mode_text = values.get("mode", "1777")
@@ -140,4 +178,5 @@ def parse(text):
         debug=values.get("debug", False),
         reserve=values.get("reserve", False),
         fuse_flags=tuple(flags),
+        no_effect=tuple(no_effect),
     )

@@ -63,3 +63,45 @@ def test_status_into_a_closed_pipe_is_quiet(fs):
     result = subprocess.run(f"{HOLEFS} status {fs / 'fragments'} | head -1", shell=True,
                             capture_output=True, text=True, timeout=30)
     assert result.stdout.startswith("size ") and result.stderr == ""
+
+
+def test_repeated_o_options_add_up_and_status_shows_them(mount_holefs, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = run_holefs("mount", str(mnt), "-o", "size=1G", "-o", f"ram=64M,spill={tmp_path}",
+                        "-o", "huge=always")
+    try:
+        assert "option huge=always has no effect" in result.stderr
+        out = run_holefs("status", str(mnt)).stdout
+        assert f"options size=1048576k,ram=65536k,nr_inodes=" in out
+        assert f"spill={tmp_path}" in out
+    finally:
+        run_holefs("umount", str(mnt), check=False)
+
+
+def mount_flags(path):
+    with open("/proc/mounts") as f:
+        return set(next(line.split()[3] for line in f if line.split()[1] == str(path)).split(","))
+
+
+def test_nosuid_nodev_unless_asked_otherwise(tmp_path):
+    """holefs mount is nosuid,nodev, as libfuse makes it; mount(8) and fstab
+    add suid,dev, as for any filesystem, unless the line says nosuid,nodev
+    (as the README's does)."""
+    mounts = {"holefs": (tmp_path / "holefs", "nosuid,nodev", []),
+              "fstab, as in the README": (tmp_path / "fstab", "nosuid,nodev",
+                                          ["-o", "size=1M,nosuid,nodev"]),
+              "fstab, without": (tmp_path / "bare", "suid,dev", ["-o", "size=1M"])}
+    try:
+        for kind, (mnt, want, options) in mounts.items():
+            mnt.mkdir()
+            if kind == "holefs":
+                run_holefs("mount", str(mnt), "-o", "size=1M")
+            else:
+                subprocess.run(["mount", "-t", "fuse.holefs", "none", str(mnt), *options],
+                               check=True, timeout=30)
+            safe = {"nosuid", "nodev"} & mount_flags(mnt)
+            assert safe == ({"nosuid", "nodev"} if want == "nosuid,nodev" else set()), kind
+    finally:
+        for mnt, _, _ in mounts.values():
+            run_holefs("umount", str(mnt), check=False)

@@ -44,11 +44,12 @@ def test_fstab_noise_is_ignored():
 
 @pytest.mark.parametrize("text,message", [
     ("size=abc", "size=abc"),
-    ("size=0", "larger than 0"),
     ("size=10x", "suffix"),
     ("size", "needs a value"),
     ("ram=2G,size=1G", "larger than size"),
-    ("nr_inodes=0", "at least 1"),
+    ("inode32", "cannot promise 32 bits"),
+    ("usrquota", "no quotas"),
+    ("noswap,ram=1G", "not ram="),
     ("nr_inodes=5%", "not allowed"),
     ("mode=999", "octal"),
     ("uid=nosuchuser", "no such user"),
@@ -59,3 +60,14 @@ def test_fstab_noise_is_ignored():
 def test_bad_options(text, message):
     with pytest.raises(OptionError, match=message):
         parse(text)
+
+
+def test_tmpfs_options():
+    unlimited = parse("size=0,nr_inodes=0")
+    assert unlimited.size >= 1 << 62 and unlimited.nr_inodes == (1 << 64) - 1
+    assert parse("nr_blocks=256").size == 1 << 20
+    assert parse("size=1G,nr_blocks=256").size == 1 << 20  # the later one wins
+    noswap = parse("size=1G,noswap")
+    assert noswap.ram == noswap.size and not noswap.spills
+    opts = parse("size=1M,huge=always,mpol=local,inode64")
+    assert [option for option, _ in opts.no_effect] == ["huge=always", "mpol=local", "inode64"]

@@ -145,6 +145,15 @@ def test_xattrs(fs):
     assert e.value.errno == errno.ENODATA
 
 
+@pytest.mark.parametrize("name", ["foo", "holefs.other", "usr.typo"])
+def test_xattrs_outside_the_namespaces_are_refused_as_on_tmpfs(name, fs, small_tmpfs):
+    for root in (fs.path, small_tmpfs("1M")):
+        (root / "f").write_text("")
+        with pytest.raises(OSError) as e:
+            os.setxattr(root / "f", name, b"x")
+        assert e.value.errno == errno.EOPNOTSUPP, root
+
+
 def test_a_write_drops_file_capabilities(fs):
     """The kernel asks for security.capability on every write; the shim
     answers that question in C until a file gets one, then Python does."""
