@@ -1,8 +1,10 @@
 """python -m bench: holefs against kernel tmpfs, workload by workload.
 
 Run as root from the repository root with the venv's python.  Every round
-runs every chosen workload on each filesystem in turn, alternating which
-goes first, so that slow drift in the machine touches both alike.
+runs every chosen workload on each filesystem in turn, rotating which goes
+first, so that slow drift in the machine touches all alike.  The peer,
+libfuse's passthrough_hp over a tmpfs, shows what a C daemon does for the
+same requests.
 """
 
 import argparse
@@ -11,7 +13,7 @@ import os
 import shlex
 import sys
 
-from . import mounts, report
+from . import mounts, passthrough_hp, report
 from .workloads import QUICK, WORKLOADS, Scale
 
 
@@ -26,7 +28,7 @@ def parse_args(argv):
     parser.add_argument("--million", action="store_true",
                         help="memory workload with 1,000,000 files instead of 100,000")
     parser.add_argument("--no-peer", action="store_true",
-                        help="skip pyfuse3's tmpfs.py as the Python peer")
+                        help="skip libfuse's passthrough_hp as the C peer")
     parser.add_argument("--spill-parent", default="/var/tmp", metavar="DIR",
                         help="local-disk directory for holefs's spill file (default /var/tmp)")
     parser.add_argument("--write-results", action="store_true",
@@ -54,30 +56,29 @@ def scale_for(args):
 
 
 def find_peer(args):
-    """tmpfs.py's path, or the reason there is none, which the table shows."""
+    """passthrough_hp's binary, or the reason there is none, which the table shows."""
     if args.no_peer:
-        return None, "tmpfs.py not run (--no-peer)"
+        return None, "passthrough_hp not run (--no-peer)"
     try:
-        return mounts.peer_script(), None
-    except mounts.PeerUnavailable as e:
+        return passthrough_hp.binary(), None
+    except passthrough_hp.PeerUnavailable as e:
         return None, str(e)
 
 
 def systems_for(workload, round_no, peer):
-    """The filesystems to run a workload on this round, first one alternating."""
+    """The filesystems to run a workload on this round, first one rotating."""
     systems = ["holefs", "tmpfs"]
-    if round_no % 2:
-        systems.reverse()
     if peer and workload.peer_note is None:
-        systems.append("peer")
-    return systems
+        systems.append("passthrough_hp")
+    turn = round_no % len(systems)
+    return systems[turn:] + systems[:turn]
 
 
 def mount(system, workload, scale, args, peer):
     if system == "tmpfs":
         return mounts.tmpfs()
-    if system == "peer":
-        return mounts.peer(peer)
+    if system == "passthrough_hp":
+        return mounts.passthrough_hp(peer)
     if workload.spill:
         return mounts.holefs_spilling(f"{scale.spill_ram_mib}M", args.spill_parent)
     return mounts.holefs()
@@ -91,10 +92,10 @@ def measure(system, workload, scale, args, peer, results):
     except (OSError, RuntimeError) as e:
         for m in workload.metrics:
             results.missing[m.label, system] = f"{system} failed: {e}"
-        print(f"    {system:<7} FAILED: {e}", file=sys.stderr)
+        print(f"    {system:<14} FAILED: {e}", file=sys.stderr)
         return
     results.add(system, figures)
-    print(f"    {system:<7} " + "  ".join(f"{k} {report.number(v)}" for k, v in figures.items()),
+    print(f"    {system:<14} " + "  ".join(f"{k} {report.number(v)}" for k, v in figures.items()),
           file=sys.stderr, flush=True)
 
 
@@ -103,7 +104,7 @@ def note_missing_peer(workloads, peer, peer_reason, results):
         reason = peer_reason or workload.peer_note
         if reason:
             for m in workload.metrics:
-                results.missing[m.label, "peer"] = reason
+                results.missing[m.label, "passthrough_hp"] = reason
 
 
 def command_line(argv):

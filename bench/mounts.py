@@ -6,19 +6,18 @@ earlier one left behind, and the memory figure starts from an idle daemon.
 
 import contextlib
 import dataclasses
-import importlib.metadata
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
-from .tools import cache_dir, run
+from .tools import run
 
 HOLEFS = pathlib.Path(sys.executable).with_name("holefs")
 SIZE = "1G"
@@ -26,13 +25,11 @@ SIZE = "1G"
 
 @dataclasses.dataclass
 class Fs:
-    """A live mount: where it is, and the daemon serving it (None for the kernel)."""
+    """A live mount: where it is, the daemon serving it (None for the kernel),
+    and whether its files live in a kernel tmpfs, whose memory is slab."""
     path: pathlib.Path
     pid: int = None
-
-
-class PeerUnavailable(Exception):
-    """pyfuse3's tmpfs.py cannot be had; the message says why."""
+    on_tmpfs: bool = False
 
 
 def is_mounted(path):
@@ -123,45 +120,42 @@ def tmpfs():
     with mountpoint("tmpfs") as path:
         run(["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "bench-tmpfs", path], timeout=60)
         try:
-            yield Fs(path)
+            yield Fs(path, on_tmpfs=True)
         finally:
             quietly(["umount", path])
 
 
-def peer_script():
-    """pyfuse3's own examples/tmpfs.py, for the installed pyfuse3, from its sdist.
+def raise_fd_limit():
+    """In passthrough_hp's child: room for the fd it keeps per inode the kernel knows.
 
-    Downloaded into the cache on first use and never kept in the repository.
+    The memory workload's files (a million with --million) exhaust a usual
+    hard limit, and passthrough_hp only raises its soft limit to the hard
+    one.  Without CAP_SYS_RESOURCE the hard limit stays, and the memory
+    figure fails when it is reached.
     """
-    version = importlib.metadata.version("pyfuse3")
-    script = cache_dir() / f"pyfuse3-{version}-tmpfs.py"
-    if script.exists():
-        return script
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        try:
-            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                 "--no-binary", ":all:", f"pyfuse3=={version}", "-d", tmp], timeout=300)
-            sdist = next(pathlib.Path(tmp).glob("pyfuse3-*.tar.gz"))
-            with tarfile.open(sdist) as tar:
-                member = next(m for m in tar.getmembers()
-                              if m.name.endswith("/examples/tmpfs.py"))
-                data = tar.extractfile(member).read()
-        except (RuntimeError, StopIteration, OSError, tarfile.TarError) as e:
-            raise PeerUnavailable(f"cannot fetch pyfuse3 {version}'s tmpfs.py: {e}") from None
-    script.write_bytes(data)
-    return script
+    limit = min(int(pathlib.Path("/proc/sys/fs/nr_open").read_text()), 1 << 20)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 @contextlib.contextmanager
-def peer(script):
-    """pyfuse3's tmpfs.py serving a mountpoint in the foreground."""
-    with mountpoint("peer") as path, tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, script, path],
-                                stdout=subprocess.DEVNULL, stderr=log,
-                                start_new_session=True)
+def passthrough_hp(binary):
+    """libfuse's passthrough_hp in the foreground, serving a fresh kernel tmpfs.
+
+    Otherwise on its own defaults (see RESULTS.md): day-long timeouts,
+    keep_cache, writeback cache, splice, up to 10 worker threads.
+    """
+    with tmpfs() as source, mountpoint("passthrough_hp") as path, \
+            tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([binary, "--foreground", source.path, path],
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                preexec_fn=raise_fd_limit)
         try:
             wait_mounted(path, proc, log)
-            yield Fs(path, proc.pid)
+            try:
+                yield Fs(path, proc.pid, on_tmpfs=True)
+            except (OSError, RuntimeError) as e:
+                raise RuntimeError(f"{e} ({open_files(proc)})") from None
         finally:
             quietly(["fusermount3", "-u", path])
             try:
@@ -171,13 +165,28 @@ def peer(script):
                 proc.wait()
 
 
+def open_files(proc):
+    """passthrough_hp's open files against its limit, or its exit status.
+
+    It holds a file open per inode the kernel knows, and what it answers
+    when it runs out (EBADF to a close) does not say so.
+    """
+    try:
+        held = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        limit = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)[0]
+    except OSError:
+        return f"passthrough_hp exited with status {proc.poll()}"
+    return f"passthrough_hp holds {held:,} of its {limit:,} open files"
+
+
 def wait_mounted(path, proc, log, timeout=30.0):
-    """Wait for a foreground daemon's mount; if it dies first, say what it said."""
+    """Wait for passthrough_hp's mount; if it dies first, say what it said."""
     deadline = time.monotonic() + timeout
     while not is_mounted(path):
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"tmpfs.py exited: {log.read().decode(errors='replace')[-300:]}")
+            raise RuntimeError("passthrough_hp exited: "
+                               + log.read().decode(errors="replace")[-300:])
         if time.monotonic() > deadline:
-            raise RuntimeError("tmpfs.py did not mount in time")
+            raise RuntimeError("passthrough_hp did not mount in time")
         time.sleep(0.02)

@@ -16,19 +16,19 @@ C_DIR = pathlib.Path(__file__).with_name("c")
 
 
 def cache_dir():
-    """Where compiled programs and the downloaded peer live between runs."""
+    """Where compiled programs and the built peer live between runs."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     path = pathlib.Path(base, "holefs-bench")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def run(cmd, timeout=TIMEOUT):
+def run(cmd, timeout=TIMEOUT, cwd=None):
     """Run *cmd*; a failure or a hang raises RuntimeError with the reason in it."""
     name = pathlib.Path(str(cmd[0])).name
     try:
         result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                                timeout=timeout)
+                                timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{name} {cmd[1]}: no answer in {timeout} s") from None
     if result.returncode:
