@@ -7,13 +7,13 @@ import json
 import logging
 import logging.handlers
 import os
-import re
 import subprocess
 import sys
 
 from . import STATUS_XATTR
 from . import options as mount_options
-from .release import release
+from .mounttable import mounted_on
+from .release import NotOnHolefs, release
 
 MOUNT_HELP = f"""\
 options (-o, comma-separated, as for tmpfs):
@@ -100,7 +100,11 @@ def build_parser():
     punch.add_argument("offset", type=parse_size, help="start, e.g. 4096 or 1M")
     punch.add_argument("length", type=parse_size, help="length, e.g. 64k or 1G")
     punch.add_argument("--zero", action="store_true",
-                       help="zero the range but keep it allocated (FALLOC_FL_ZERO_RANGE)")
+                       help="zero the range but keep it allocated (FALLOC_FL_ZERO_RANGE); "
+                       "this allocates the holes in it, so it can fail with ENOSPC")
+    punch.add_argument("--any-fs", action="store_true",
+                       help="punch a file that is not on holefs too (it gives no memory "
+                       "back there, only zeros)")
     return parser
 
 
@@ -205,21 +209,9 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
     os._exit(status)
 
 
-def mounted_type(path):
-    """The filesystem type mounted on *path* (the last one), or None."""
-    found = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            # The kernel writes a space in a path as \040, and so on.
-            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]) == path:
-                found = fields[2]
-    return found
-
-
 def cmd_umount(args):
     mountpoint = os.path.realpath(args.mountpoint)
-    fstype = mounted_type(mountpoint)
+    fstype = mounted_on(mountpoint)
     if fstype is None:
         return fail(f"umount: {args.mountpoint}: not mounted")
     if fstype != "fuse.holefs":
@@ -302,7 +294,9 @@ def cmd_status(args):
 
 def cmd_punch(args):
     try:
-        release(args.path, args.offset, args.length, zero=args.zero)
+        release(args.path, args.offset, args.length, zero=args.zero, any_fs=args.any_fs)
+    except NotOnHolefs as e:
+        return fail(f"punch: {args.path}: {e.strerror}; --any-fs punches it anyway")
     except (OSError, ValueError) as e:
         return fail(f"punch: {args.path}: {getattr(e, 'strerror', None) or e}")
     return 0

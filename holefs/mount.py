@@ -21,6 +21,7 @@ import trio
 from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import PAGE
 from .fs import Operations
+from .mounttable import filesystem_type
 from .namespace import Namespace
 from .tiers import Store, open_ram_tier, open_spill_tier
 
@@ -73,18 +74,6 @@ def build_store(options):
         except OSError as e:
             raise MountError(e.strerror) from None
     return Store(options.size // PAGE, options.ram // PAGE, ram, spill)
-
-
-def filesystem_type(path):
-    """The type of the filesystem that *path* lies on, as mountinfo names it."""
-    dev = os.stat(path).st_dev
-    device = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[2] == device:
-                return fields[fields.index("-") + 1]
-    return None
 
 
 def spill_warnings(options, spill):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from . import STATUS_XATTR, release
+from .mounttable import filesystem_type
 from .options import parse_size
 
 MiB = 1 << 20
@@ -78,6 +79,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--size", default="64M")
     args = parser.parse_args(argv)
+    directory = os.path.dirname(os.path.abspath(args.path))
+    if filesystem_type(directory) != "fuse.holefs":
+        parser.error(f"{args.path}: not on a holefs mount")
     size = parse_size("size", args.size)
     count = args.workers
     section = size // count

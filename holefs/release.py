@@ -1,24 +1,38 @@
 """Give a range of a file's memory back: the library behind `holefs punch`."""
 
+import errno
 import mmap
 import os
 
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from .mounttable import filesystem_type
 
 
-def release(target, offset, length, *, zero=False):
+class NotOnHolefs(OSError):
+    """release() was asked to punch a file elsewhere, without any_fs=True."""
+
+    def __init__(self):
+        super().__init__(errno.EOPNOTSUPP, "not on a holefs mount")
+
+
+def release(target, offset, length, *, zero=False, any_fs=False):
     """Free [offset, offset+length) of *target*, which then reads as zeros.
 
-    *target* is an mmap.mmap (MAP_SHARED; uses madvise(MADV_REMOVE), and
-    *offset* is relative to the mapping and must be page-aligned), an open
-    file descriptor, or a path (both use fallocate(PUNCH_HOLE|KEEP_SIZE)).
-    With zero=True the range is zeroed but stays allocated
-    (FALLOC_FL_ZERO_RANGE), which needs a descriptor or a path.
+    *target* is an mmap.mmap (MAP_SHARED; uses madvise(MADV_REMOVE)), an
+    open file descriptor, or a path (both use fallocate(PUNCH_HOLE|KEEP_SIZE)).
+    In a mapping, *offset* (relative to the mapping) and *length* must be
+    whole pages: the kernel would round the length up and free more than
+    asked.  With zero=True the range is zeroed but stays allocated
+    (FALLOC_FL_ZERO_RANGE), which needs a descriptor or a path, and may
+    fail with ENOSPC where punching would not.
 
-    Errors are the kernel's OSError: EACCES for a private mapping, EINVAL
-    for a misaligned mapping range, EOPNOTSUPP where the filesystem cannot
-    punch.
+    A descriptor or path that is not on holefs is refused with NotOnHolefs,
+    as punching it would destroy data without giving memory back, unless
+    *any_fs*.
+
+    Errors are OSError: EACCES for a private mapping, EOPNOTSUPP where the
+    file is not on holefs or the filesystem cannot punch.
     """
     if offset < 0 or length <= 0:
         raise ValueError("offset must be >= 0 and length > 0")
@@ -27,12 +41,16 @@ def release(target, offset, length, *, zero=False):
     if isinstance(target, mmap.mmap):
         if zero:
             raise TypeError("zeroing needs a file descriptor or a path, not a mapping")
+        if offset % mmap.PAGESIZE or length % mmap.PAGESIZE:
+            raise ValueError(f"in a mapping, offset and length must be multiples of "
+                             f"the page size, {mmap.PAGESIZE}")
         target.madvise(mmap.MADV_REMOVE, offset, length)
-    elif isinstance(target, int):
-        _shim.fallocate(target, mode, offset, length)
-    else:
-        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            _shim.fallocate(fd, mode, offset, length)
-        finally:
+        return
+    fd = target if isinstance(target, int) else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if not any_fs and filesystem_type(fd) != "fuse.holefs":
+            raise NotOnHolefs()
+        _shim.fallocate(fd, mode, offset, length)
+    finally:
+        if fd is not target:
             os.close(fd)

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-import holefs
 from conftest import MiB, drop_page_cache, run_holefs
+
+import holefs
+from holefs.release import NotOnHolefs
 
 POOL = 64 * MiB
 QUARTER = POOL // 4
@@ -184,9 +186,9 @@ def test_release_errors(fs, tmp_path):
     path = fs / "f"
     path.write_bytes(b"x" * MiB)
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), MiB, mmap.MAP_SHARED) as m:
-        with pytest.raises(OSError) as e:
-            holefs.release(m, 100, 4096)
-        assert e.value.errno == errno.EINVAL
+        for offset, length in ((100, 4096), (0, 100)):
+            with pytest.raises(ValueError, match="multiples of the page size"):
+                holefs.release(m, offset, length)
         with pytest.raises(TypeError):
             holefs.release(m, 0, 4096, zero=True)
     with pytest.raises(ValueError):
@@ -197,9 +199,9 @@ def test_release_errors(fs, tmp_path):
     try:
         (ramfs / "f").write_bytes(b"y" * 8192)
         with pytest.raises(OSError) as e:
-            holefs.release(ramfs / "f", 0, 4096)
+            holefs.release(ramfs / "f", 0, 4096, any_fs=True)
         assert e.value.errno == errno.EOPNOTSUPP
-        result = run_holefs("punch", str(ramfs / "f"), "0", "4k", check=False)
+        result = run_holefs("punch", "--any-fs", str(ramfs / "f"), "0", "4k", check=False)
         assert result.returncode == 1 and "Operation not supported" in result.stderr
     finally:
         subprocess.run(["umount", str(ramfs)], check=True)
@@ -226,3 +228,28 @@ def test_pool_demo_tells_the_story(mount_holefs, tmp_path):
     blocks = [line.split("st_blocks ")[1].split(" MiB")[0]
               for line in out.splitlines() if "st_blocks" in line]
     assert blocks == ["64", "48", "32"]
+
+
+def test_punch_refuses_files_elsewhere_unless_asked(tmp_path, small_tmpfs):
+    """Punching a file on another filesystem zeroes it and frees no RAM of
+    holefs's: refused, unless asked for."""
+    for directory in (tmp_path, small_tmpfs("1M")):
+        path = directory / "f"
+        path.write_bytes(b"k" * 8192)
+        with pytest.raises(NotOnHolefs):
+            holefs.release(path, 0, 4096)
+        result = run_holefs("punch", str(path), "0", "4k", check=False)
+        assert result.returncode == 1
+        assert result.stderr == (f"holefs: punch: {path}: not on a holefs mount; "
+                                 "--any-fs punches it anyway\n")
+        assert path.read_bytes() == b"k" * 8192
+        run_holefs("punch", "--any-fs", str(path), "0", "4k")
+        assert path.read_bytes() == bytes(4096) + b"k" * 4096
+
+
+def test_pool_demo_refuses_a_path_elsewhere(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "holefs.pool_demo", str(tmp_path / "pool")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'pool'}: not on a holefs mount" in result.stderr
+    assert "Traceback" not in result.stderr
