@@ -140,12 +140,36 @@ def fail(message, status=1):
     return status
 
 
-def setup_logging(debug, to_syslog=False):
+def log_file(mountpoint):
+    """Where a background daemon logs when there is no syslog to log to:
+    /var/log/holefs for root, ~/.local/state/holefs for others, one file a
+    mount, named like its systemd unit."""
+    name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "-"
+    if os.geteuid() == 0:
+        directory = "/var/log/holefs"
+    else:
+        directory = os.path.join(os.environ.get("XDG_STATE_HOME")
+                                 or os.path.expanduser("~/.local/state"), "holefs")
+    return os.path.join(directory, f"{name}.log")
+
+
+def setup_logging(debug, detached_from=None):
+    """Log to stderr; a daemon *detached_from* its mount command logs to
+    syslog, or, where nothing listens on /dev/log, to its log_file()."""
     handler = logging.StreamHandler(sys.stderr)
-    if to_syslog and os.path.exists("/dev/log"):
+    form = "%(levelname)s %(message)s"
+    if detached_from and os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler("/dev/log")
         handler.ident = f"holefs[{os.getpid()}]: "
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    elif detached_from:
+        path = log_file(detached_from)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            handler = logging.FileHandler(path)
+            form = f"%(asctime)s holefs[{os.getpid()}]: {form}"
+        except OSError:
+            pass  # nowhere to write: a daemon that serves beats one that logs
+    handler.setFormatter(logging.Formatter(form))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -195,7 +219,7 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        setup_logging(opts.debug, to_syslog=True)
+        setup_logging(opts.debug, detached_from=mountpoint)
 
     status = 0
     try:

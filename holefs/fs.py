@@ -64,6 +64,19 @@ def fuse_errors(handler):
     return wrapper
 
 
+def logged(handler):
+    """Log, at debug level, each error that a data-path handler reports."""
+    @functools.wraps(handler)
+    def wrapper(self, fh, *args):
+        try:
+            return handler(self, fh, *args)
+        except OSError as e:
+            log.debug("%s fh=%d %s: %s", handler.__name__, fh,
+                      " ".join(str(a) for a in args if isinstance(a, int)), e.strerror)
+            raise
+    return wrapper
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -396,6 +409,7 @@ class DataPath:
             "; the program learns of it only if it checks msync, fsync or close"
             if how == "writeback" else "")
 
+    @logged
     def read(self, fh, offset, length):
         inode = self.ns[fh]
         length = min(length, inode.size - offset)
@@ -404,6 +418,7 @@ class DataPath:
             return b""
         return self.store.read(inode.extents, offset, length)
 
+    @logged
     def write(self, fh, offset, data, writeback=False):
         inode = self.ns[fh]
         end = offset + len(data)
@@ -427,6 +442,7 @@ class DataPath:
         inode.touch()
         return written
 
+    @logged
     def fallocate(self, fh, mode, offset, length):
         inode = self.ns[fh]
         if inode.extents is None:
@@ -453,6 +469,7 @@ class DataPath:
             inode.size = end
         inode.touch()
 
+    @logged
     def lseek(self, fh, offset, whence):
         inode = self.ns[fh]
         if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):

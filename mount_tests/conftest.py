@@ -1,5 +1,6 @@
 """Helpers that mount holefs for real and clean up, whatever happens."""
 
+import contextlib
 import ctypes
 import os
 import pathlib
@@ -12,7 +13,7 @@ import time
 import pytest
 
 import holefs
-from holefs.cli import read_status
+from holefs.cli import log_file, read_status
 
 HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
@@ -168,6 +169,8 @@ def mount_holefs(tmp_path, public_dir):
     yield mount
     for m in mounts:
         force_unmount(m.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log_file(str(m.path)))
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 import os
 import subprocess
 
-from conftest import HOLEFS, is_mounted, run_holefs
+from conftest import HOLEFS, is_mounted, run_holefs, wait_for
+from holefs.cli import log_file
 from holefs.extents import CHUNK
 
 
@@ -105,3 +106,22 @@ def test_nosuid_nodev_unless_asked_otherwise(tmp_path):
     finally:
         for mnt, _, _ in mounts.values():
             run_holefs("umount", str(mnt), check=False)
+
+
+def daemon_log(pid, mountpoint):
+    """What a background daemon logged: syslog's journal, or its log file."""
+    if os.path.exists("/dev/log"):
+        return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={pid}"],
+                              capture_output=True, text=True).stdout
+    with open(log_file(str(mountpoint))) as f:
+        return f.read()
+
+
+def test_a_background_daemon_logs_somewhere(mount_holefs):
+    m = mount_holefs("size=1M,debug")
+    pid = m.pid
+    dd = subprocess.run(["dd", "if=/dev/zero", f"of={m / 'f'}", "bs=64k", "count=32"],
+                        capture_output=True, text=True)
+    assert "No space left on device" in dd.stderr
+    wait_for(lambda: "write refused: inode" in daemon_log(pid, m.path), what="the log")
+    assert "DEBUG write fh=" in daemon_log(pid, m.path)
