@@ -66,7 +66,7 @@ def test_status_into_a_closed_pipe_is_quiet(fs):
     assert result.stdout.startswith("size ") and result.stderr == ""
 
 
-def test_repeated_o_options_add_up_and_status_shows_them(mount_holefs, tmp_path):
+def test_repeated_o_options_add_up_and_status_shows_them(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     result = run_holefs("mount", str(mnt), "-o", "size=1G", "-o", f"ram=64M,spill={tmp_path}",
@@ -74,7 +74,7 @@ def test_repeated_o_options_add_up_and_status_shows_them(mount_holefs, tmp_path)
     try:
         assert "option huge=always has no effect" in result.stderr
         out = run_holefs("status", str(mnt)).stdout
-        assert f"options size=1048576k,ram=65536k,nr_inodes=" in out
+        assert "options size=1048576k,ram=65536k,nr_inodes=" in out
         assert f"spill={tmp_path}" in out
     finally:
         run_holefs("umount", str(mnt), check=False)
