@@ -72,7 +72,7 @@ def logged(handler):
             return handler(self, fh, *args)
         except OSError as e:
             log.debug("%s fh=%d %s: %s", handler.__name__, fh,
-                      " ".join(str(a) for a in args if isinstance(a, int)), e.strerror)
+                      [len(a) if isinstance(a, memoryview) else a for a in args], e.strerror)
             raise
     return wrapper
 

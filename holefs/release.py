@@ -27,9 +27,11 @@ def release(target, offset, length, *, zero=False, any_fs=False):
     (FALLOC_FL_ZERO_RANGE), which needs a descriptor or a path, and may
     fail with ENOSPC where punching would not.
 
-    A descriptor or path that is not on holefs is refused with NotOnHolefs,
-    as punching it would destroy data without giving memory back, unless
-    *any_fs*.
+    A path that is not on holefs is refused with NotOnHolefs, as punching
+    it would destroy data without giving memory back, unless *any_fs*.  A
+    descriptor is taken as it is: the check reads the mount table, which
+    would cost a buffer pool that releases through one fd as much as the
+    punch itself.
 
     Errors are OSError: EACCES for a private mapping, EOPNOTSUPP where the
     file is not on holefs or the filesystem cannot punch.
@@ -46,11 +48,13 @@ def release(target, offset, length, *, zero=False, any_fs=False):
                              f"the page size, {mmap.PAGESIZE}")
         target.madvise(mmap.MADV_REMOVE, offset, length)
         return
-    fd = target if isinstance(target, int) else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    if isinstance(target, int):
+        _shim.fallocate(target, mode, offset, length)
+        return
+    fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     try:
         if not any_fs and filesystem_type(fd) != "fuse.holefs":
             raise NotOnHolefs()
         _shim.fallocate(fd, mode, offset, length)
     finally:
-        if fd is not target:
-            os.close(fd)
+        os.close(fd)
