@@ -23,9 +23,12 @@
  *   READ, WRITE, FALLOCATE, LSEEK: by the Python handler object given to
  *       install(), called synchronously with the GIL held;
  *   GETXATTR of security.capability: answered ENODATA here until some file
- *       gets that attribute, since the kernel asks before every write;
+ *       gets that attribute, since the kernel asks before a file's first
+ *       write;
  *   INIT: pyfuse3's, then the capabilities that holefs relies on (below).
  * Everything else goes to pyfuse3, which runs its handler as a trio task.
+ * Before any of them, a WRITE, SETATTR or OPEN that the kernel marks
+ * KILL_SUIDGID calls the handler object's drop_setid first (see below).
  *
  * The handler object has four methods; each gets the file handle (fh) that
  * open or create returned, never the inode number:
@@ -35,6 +38,10 @@
  *       shared mapping dirtied, which no write(2) waits for
  *   fallocate(fh, mode, offset, length) -> None
  *   lseek(fh, offset, whence) -> the new offset (SEEK_DATA or SEEK_HOLE)
+ *   drop_setid(inode, uid, gid, pid) -> None: clear set-user-ID,
+ *       set-group-ID and security.capability as the VFS does on a write,
+ *       truncate or chown by that caller.  It gets the inode number: a
+ *       truncate may come without a file handle.
  * A handler
  *   - must not await or block: it runs inside pyfuse3's loop, so every
  *     request is atomic with respect to every other one;
@@ -51,9 +58,12 @@
  *   - auto_inval_data: off.  Every change comes through the kernel, so its
  *     page cache is never stale, and this would drop it after every write.
  *   - writeback cache: off, so that ENOSPC reaches write(2).
- *   - handle_killpriv and handle_killpriv_v2: off.  The kernel then clears
- *     set-user-ID, set-group-ID and security.capability itself, by SETATTR
- *     and REMOVEXATTR, on write, truncate and chown.
+ *   - handle_killpriv: off; handle_killpriv_v2: on.  With v2 the kernel
+ *     marks the superblock SB_NOSEC, so it stops asking for
+ *     security.capability before every write (one round trip of two), and
+ *     leaves holefs to clear the set-ID bits where a request is marked
+ *     KILL_SUIDGID.  libfuse before 3.17 does not know the flag: the shim
+ *     then adds it to the INIT reply itself, through libfuse's custom I/O.
  *   - atomic O_TRUNC: on where the kernel offers it; open() truncates.
  * libfuse 3.17 keeps them in want_ext, but still converts a changed `want`,
  * which pyfuse3 also uses; both are changed only through `want`.
@@ -66,8 +76,11 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
@@ -77,15 +90,14 @@
  * the exported function of that name itself. */
 #undef fuse_session_new
 struct libfuse_version;
-#ifndef FUSE_CAP_HANDLE_KILLPRIV_V2
-#define FUSE_CAP_HANDLE_KILLPRIV_V2 0 /* older libfuse never asks for it */
-#endif
+#define LIBFUSE_KNOWS_KILLPRIV_V2 (FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17))
 
 typedef struct fuse_session *(*session_new_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t, void *);
 typedef struct fuse_session *(*session_new_versioned_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t,
     struct libfuse_version *, void *);
+typedef int (*mount_fn)(struct fuse_session *, const char *);
 typedef int (*receive_fn)(struct fuse_session *, struct fuse_buf *);
 typedef void (*process_fn)(struct fuse_session *, const struct fuse_buf *);
 
@@ -98,8 +110,13 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
                                 size_t size, int flags);
 static struct fuse_conn_info *conn_info;
 static int capabilities_set;
-static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb;
+static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static int engaged;
+static int kernel_offers_killpriv_v2; /* read from the INIT request */
+#if !LIBFUSE_KNOWS_KILLPRIV_V2
+static uint64_t init_unique;          /* the INIT request, until answered */
+static int killpriv_v2_added;         /* to the INIT reply, by io_writev */
+#endif
 
 /* The errno that a failed handler call stands for, with the exception
  * cleared: an OSError's own, or EIO for anything else, which is a bug and
@@ -260,7 +277,6 @@ static const struct {
     {"auto_inval_data", FUSE_CAP_AUTO_INVAL_DATA, 0},
     {"writeback_cache", FUSE_CAP_WRITEBACK_CACHE, 0},
     {"handle_killpriv", FUSE_CAP_HANDLE_KILLPRIV, 0},
-    {"handle_killpriv_v2", FUSE_CAP_HANDLE_KILLPRIV_V2, 0},
     {"atomic_o_trunc", FUSE_CAP_ATOMIC_O_TRUNC, 1},
 };
 #define N_CAPABILITIES (sizeof capabilities / sizeof capabilities[0])
@@ -275,6 +291,10 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
         else
             conn->want &= ~flag;
     }
+#if LIBFUSE_KNOWS_KILLPRIV_V2
+    if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
+        conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+#endif
     conn_info = conn;
 }
 
@@ -288,9 +308,65 @@ static uint64_t negotiated(void)
 #endif
 }
 
-/* The kernel asks for security.capability before every write, to know
- * whether the write must drop it.  Until some file is given one, the answer
- * is known here, without the round trip through Python. */
+/* Whether the kernel took handle_killpriv_v2, by whichever path it got it. */
+static int killpriv_v2(void)
+{
+#if LIBFUSE_KNOWS_KILLPRIV_V2
+    return conn_info != NULL && (negotiated() & FUSE_CAP_HANDLE_KILLPRIV_V2) != 0;
+#else
+    return killpriv_v2_added;
+#endif
+}
+
+#if !LIBFUSE_KNOWS_KILLPRIV_V2
+/* libfuse's custom I/O: plain read and writev on the session's fd, except
+ * that the INIT reply also takes handle_killpriv_v2 when the kernel offers
+ * it, which a libfuse before 3.17 cannot ask for itself. */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+    (void)userdata;
+    return read(fd, buf, len);
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    const struct fuse_out_header *out = iov[0].iov_base;
+    if (init_unique != 0 && out->unique == init_unique) {
+        init_unique = 0;
+        if (out->error == 0 && kernel_offers_killpriv_v2 && count > 1 &&
+            iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
+            ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+            killpriv_v2_added = 1;
+        }
+    }
+    (void)userdata;
+    return writev(fd, iov, count);
+}
+#endif
+
+/* pyfuse3 mounts through here, so that an older libfuse's session gets
+ * the custom I/O above once it has its fd. */
+int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
+{
+    mount_fn real = (mount_fn)dlvsym(RTLD_NEXT, "fuse_session_mount", "FUSE_3.0");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    int res = real(se, mountpoint);
+#if !LIBFUSE_KNOWS_KILLPRIV_V2
+    static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
+    if (res == 0)
+        /* If this fails the session keeps plain I/O, without v2. */
+        fuse_session_custom_io(se, &io, fuse_session_fd(se));
+#endif
+    return res;
+}
+
+/* The kernel asks for security.capability before a write, to know whether
+ * the write must drop it: before every write without handle_killpriv_v2,
+ * and with it before a file's first.  Until some file is given one, the
+ * answer is known here, without the round trip through Python. */
 static int is_capability_lookup(const char *name)
 {
     return !capabilities_set && strcmp(name, "security.capability") == 0;
@@ -340,6 +416,58 @@ static int served_here(const struct fuse_buf *buf)
     }
 }
 
+/* The inode whose set-ID bits and capability a request asks holefs to
+ * drop before serving it, or 0.  The kernel marks a write, truncate or
+ * O_TRUNC open by a caller without CAP_FSETID, and every chown. */
+static uint64_t setid_to_drop(const struct fuse_in_header *in)
+{
+    const void *arg = in + 1;
+    size_t size = in->len - sizeof *in;
+    switch (in->opcode) {
+    case FUSE_WRITE:
+        return size >= sizeof(struct fuse_write_in) &&
+               ((const struct fuse_write_in *)arg)->write_flags & FUSE_WRITE_KILL_SUIDGID
+               ? in->nodeid : 0;
+    case FUSE_SETATTR:
+        return size >= sizeof(struct fuse_setattr_in) &&
+               ((const struct fuse_setattr_in *)arg)->valid & FATTR_KILL_SUIDGID
+               ? in->nodeid : 0;
+    case FUSE_OPEN:
+        return size >= sizeof(struct fuse_open_in) &&
+               ((const struct fuse_open_in *)arg)->open_flags & FUSE_OPEN_KILL_SUIDGID
+               ? in->nodeid : 0;
+    default:
+        return 0;
+    }
+}
+
+/* What every request needs before libfuse dispatches it: INIT's offer is
+ * noted, and set-ID bits are dropped where the kernel asks.  The caller
+ * holds the GIL. */
+static void before_dispatch(const struct fuse_buf *buf)
+{
+    const struct fuse_in_header *in = buf->mem;
+    if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof *in || in->len > buf->size ||
+        in->len < sizeof *in)
+        return;
+    if (in->opcode == FUSE_INIT && in->len >= sizeof *in + sizeof(struct fuse_init_in)) {
+        const struct fuse_init_in *init = (const void *)(in + 1);
+        kernel_offers_killpriv_v2 = (init->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+#if !LIBFUSE_KNOWS_KILLPRIV_V2
+        init_unique = in->unique;
+#endif
+        return;
+    }
+    uint64_t inode = setid_to_drop(in);
+    if (inode != 0 && drop_setid_cb != NULL) {
+        int err;
+        /* An OSError leaves the bits alone (the inode is gone); the request
+         * still goes on and gets its own answer. */
+        Py_XDECREF(call(drop_setid_cb, &err, "(KIII)", (unsigned long long)inode,
+                        in->uid, in->gid, in->pid));
+    }
+}
+
 /* How long, and for how many requests, a stream of reads and writes may be
  * served here before trio gets the thread back for its other tasks. */
 #define STREAM_WAIT_MS 1
@@ -374,7 +502,10 @@ int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
     }
     for (int served = 0;; served++) {
         int res = receive(se, buf);
-        if (res <= 0 || !served_here(buf))
+        if (res <= 0)
+            return res;
+        before_dispatch(buf);
+        if (!served_here(buf))
             return res;
         process(se, buf);
         if (served == STREAM_MAX || fuse_session_exited(se) ||
@@ -435,10 +566,11 @@ struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
 
 static PyObject *shim_install(PyObject *self, PyObject *handlers)
 {
-    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb};
-    const char *names[] = {"read", "write", "fallocate", "lseek"};
-    PyObject *methods[4];
-    for (int i = 0; i < 4; i++) {
+    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb};
+    const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid"};
+    enum { N = sizeof names / sizeof names[0] };
+    PyObject *methods[N];
+    for (int i = 0; i < N; i++) {
         methods[i] = PyObject_GetAttrString(handlers, names[i]);
         if (methods[i] == NULL || !PyCallable_Check(methods[i])) {
             if (methods[i] != NULL)
@@ -448,7 +580,7 @@ static PyObject *shim_install(PyObject *self, PyObject *handlers)
             return NULL;
         }
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N; i++)
         Py_XSETREF(*slots[i], methods[i]);
     Py_RETURN_NONE;
 }
@@ -483,6 +615,10 @@ static PyObject *shim_negotiated(PyObject *self, PyObject *unused)
             Py_CLEAR(out);
         Py_DECREF(on);
     }
+    PyObject *v2 = PyBool_FromLong(killpriv_v2());
+    if (out != NULL && PyDict_SetItemString(out, "handle_killpriv_v2", v2) < 0)
+        Py_CLEAR(out);
+    Py_DECREF(v2);
     return out;
 }
 
@@ -506,8 +642,9 @@ static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
 
 static PyMethodDef shim_methods[] = {
     {"install", shim_install, METH_O,
-     "install(handlers): the object whose read, write, fallocate and lseek\n"
-     "methods serve those requests; see the contract in holefs/_shim.c."},
+     "install(handlers): the object whose read, write, fallocate, lseek and\n"
+     "drop_setid methods serve those requests; see the contract in\n"
+     "holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"engaged", shim_engaged, METH_NOARGS,

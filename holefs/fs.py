@@ -4,8 +4,8 @@ No handler awaits anything.  pyfuse3 runs each of `Operations`' handlers as
 a trio task, so a handler without an await point runs from start to finish
 without any other request interleaving: every request is atomic, and the
 daemon needs no locks.  `DataPath` holds the handlers that the C shim calls
-synchronously, for read, write, fallocate and lseek, under the contract
-written at the top of holefs/_shim.c.
+synchronously, for read, write, fallocate and lseek, and to drop set-ID
+bits, under the contract written at the top of holefs/_shim.c.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -43,6 +43,7 @@ SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
+SECURITY_CAPABILITY = b"security.capability"
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
@@ -75,6 +76,21 @@ def logged(handler):
                       [len(a) if isinstance(a, memoryview) else a for a in args], e.strerror)
             raise
     return wrapper
+
+
+def in_group(group, gid, pid):
+    """Whether a caller whose fsgid is *gid* is in *group*, counting the
+    supplementary groups of its process *pid*, which FUSE does not send."""
+    if group == gid:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return str(group) in line.split()[1:]
+    except OSError:
+        pass  # the caller is gone; its request counts as outside the group
+    return False
 
 
 class Operations(pyfuse3.Operations):
@@ -468,6 +484,25 @@ class DataPath:
         if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:
             inode.size = end
         inode.touch()
+
+    @logged
+    def drop_setid(self, inode_id, uid, gid, pid):
+        """A write, truncate or chown that the kernel marked for it: clear
+        what the VFS would.  That is set-user-ID and security.capability,
+        and set-group-ID if the file is group-executable or the caller
+        (*uid*, *gid*, process *pid*) is neither root nor in its group."""
+        inode = self.ns[inode_id]
+        mode = inode.mode
+        if not stat.S_ISREG(mode):
+            return
+        dropped = mode & ~stat.S_ISUID
+        if mode & stat.S_IXGRP or (mode & stat.S_ISGID and uid != 0
+                                   and not in_group(inode.gid, gid, pid)):
+            dropped &= ~stat.S_ISGID
+        capability = inode.xattrs.pop(SECURITY_CAPABILITY, None) if inode.xattrs else None
+        if dropped != mode or capability is not None:
+            inode.mode = dropped
+            inode.touch(modified=False)
 
     @logged
     def lseek(self, fh, offset, whence):

@@ -38,10 +38,11 @@ def run_holefs(*args, check=True, **kwargs):
                           check=check, timeout=60, **kwargs)
 
 
-def as_nobody(*cmd, input=None):
-    """Run a command as an unprivileged user, as a separate process."""
+def as_nobody(*cmd, input=None, groups=()):
+    """Run a command as an unprivileged user, as a separate process, with
+    *groups* as its supplementary groups."""
     def drop():
-        os.setgroups([])
+        os.setgroups(groups)
         os.setgid(NOBODY)
         os.setuid(NOBODY)
     return subprocess.run(cmd, preexec_fn=drop, input=input, capture_output=True, text=True,

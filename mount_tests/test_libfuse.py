@@ -26,7 +26,7 @@ def test_init_settles_the_capabilities_holefs_relies_on(fs):
         "auto_inval_data": False,
         "writeback_cache": False,
         "handle_killpriv": False,
-        "handle_killpriv_v2": False,
+        "handle_killpriv_v2": True,
         "atomic_o_trunc": True,
     }
     built_against = subprocess.run(["pkg-config", "--modversion", "fuse3"],
@@ -72,19 +72,66 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
     assert m.pid == pid and m.status()["capabilities"]["splice_read"] is False
 
 
+# How each change reaches the file: by another user, who lacks CAP_FSETID
+# and is not in the file's group unless given it as a supplementary group,
+# or by root, who has CAP_FSETID.
+APPEND = ["dd", "of={path}", "oflag=append", "conv=notrunc,nocreat", "status=none"]
+SETID_CHANGES = {
+    "write by another user": ((), APPEND),
+    "write by another user in the group": ((0,), APPEND),
+    "truncate by another user": ((), ["truncate", "-s", "4", "{path}"]),
+    "O_TRUNC open by another user": ((), ["dd", "of={path}", "conv=nocreat", "status=none"]),
+    "write by root": (None, APPEND),
+    "chown by root": (None, ["chown", "0:0", "{path}"]),
+}
+SETID_OUTCOMES = {  # as tmpfs has them, for modes 6777 and 6767
+    "write by another user": ("0o777", "0o767"),
+    "write by another user in the group": ("0o777", "0o2767"),
+    "truncate by another user": ("0o777", "0o767"),
+    "O_TRUNC open by another user": ("0o777", "0o767"),
+    "write by root": ("0o6777", "0o6767"),
+    "chown by root": ("0o777", "0o2767"),
+}
+
+
+def run_as(groups, command):
+    """Run *command* as root (*groups* None) or as nobody with *groups*."""
+    if groups is None:
+        return subprocess.run(command, input="exit 0\n", capture_output=True, text=True)
+    return as_nobody(*command, input="exit 0\n", groups=groups)
+
+
+@pytest.mark.parametrize("change", SETID_CHANGES)
 @pytest.mark.parametrize("kind", ["holefs", "tmpfs"])
-def test_a_write_by_another_user_clears_setuid_and_setgid(kind, mount_holefs, small_tmpfs):
-    """With handle_killpriv off, the kernel clears the bits, as on tmpfs."""
+def test_set_id_bits_are_dropped_as_on_tmpfs(kind, change, mount_holefs, small_tmpfs):
+    """With handle_killpriv_v2 the kernel leaves the dropping to holefs, marking
+    the requests that need it; the outcome must be tmpfs's, bit for bit."""
     directory = mount_holefs("size=16M,allow_other").path if kind == "holefs" \
         else small_tmpfs("16M")
-    path = directory / "setid"
-    path.write_bytes(b"#!/bin/sh\n")
-    path.chmod(0o6777)
-    result = as_nobody("dd", f"of={path}", "oflag=append", "conv=notrunc,nocreat", "status=none",
-                       input="exit 0\n")
-    assert result.returncode == 0, result.stderr
-    assert path.read_bytes() == b"#!/bin/sh\nexit 0\n"
-    assert os.stat(path).st_mode & 0o7777 == 0o0777
+    groups, command = SETID_CHANGES[change]
+    outcomes = []
+    for mode in (0o6777, 0o6767):   # set-group-ID with and without group execute
+        path = directory / f"setid-{mode:o}"
+        path.write_bytes(b"#!/bin/sh\n")
+        path.chmod(mode)
+        os.stat(path)  # the kernel's cached attributes, as a program would have them
+        result = run_as(groups, [arg.format(path=path) for arg in command])
+        assert result.returncode == 0, result.stderr
+        outcomes.append(oct(os.stat(path).st_mode & 0o7777))
+    assert tuple(outcomes) == SETID_OUTCOMES[change]
+
+
+def test_a_write_drops_security_capability(mount_holefs):
+    m = mount_holefs("size=16M,allow_other")
+    path = m.path / "capable"
+    path.write_bytes(b"x")
+    # A file capability (cap_net_raw+ep) in the VFS v2 layout.
+    os.setxattr(path, "security.capability",
+                bytes.fromhex("01000002") + bytes.fromhex("00200000") + bytes(12))
+    with open(path, "r+b") as f:
+        f.write(b"y")
+    assert "security.capability" not in os.listxattr(path)
+    assert path.read_bytes() == b"y"
 
 
 def test_status_names_the_libfuse_it_runs_on(fs):
