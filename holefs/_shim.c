@@ -22,6 +22,9 @@
  * Opcodes served here (SERVED_IN_C below is the one list of them):
  *   READ, WRITE, FALLOCATE, LSEEK: by the Python handler object given to
  *       install(), called synchronously with the GIL held;
+ *   RELEASE: answered here, at once: holefs keeps nothing per open file
+ *       (the fh is the inode number), and the kernel sends one after every
+ *       close, which would otherwise wait its turn through trio;
  *   GETXATTR of security.capability: answered ENODATA here until some file
  *       gets that attribute, since the kernel asks before a file's first
  *       write;
@@ -265,6 +268,13 @@ static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
     (void)ino;
 }
 
+static void shim_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0);
+    (void)ino;
+    (void)fi;
+}
+
 /* The capabilities of the contract above, by the names that status shows. */
 static const struct {
     const char *name;
@@ -395,7 +405,8 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     X(FUSE_READ, read, shim_read)                \
     X(FUSE_WRITE, write_buf, shim_write_buf)     \
     X(FUSE_FALLOCATE, fallocate, shim_fallocate) \
-    X(FUSE_LSEEK, lseek, shim_lseek)
+    X(FUSE_LSEEK, lseek, shim_lseek)             \
+    X(FUSE_RELEASE, release, shim_release)
 
 static int served_here(const struct fuse_buf *buf)
 {

@@ -10,8 +10,9 @@ bits, under the contract written at the top of holefs/_shim.c.
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
 
-flush, fsync, fsyncdir and release are left to pyfuse3, which answers
-ENOSYS: there is nothing to flush, and the kernel then stops asking.
+flush, fsync and fsyncdir are left to pyfuse3, which answers ENOSYS:
+there is nothing to flush, and the kernel then stops asking.  The shim
+answers release.
 """
 
 import errno
