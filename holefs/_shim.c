@@ -79,9 +79,11 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -101,6 +103,8 @@ typedef struct fuse_session *(*session_new_versioned_fn)(
     struct fuse_args *, const struct fuse_lowlevel_ops *, size_t,
     struct libfuse_version *, void *);
 typedef int (*mount_fn)(struct fuse_session *, const char *);
+typedef int (*session_fd_fn)(struct fuse_session *);
+typedef void (*destroy_fn)(struct fuse_session *);
 typedef int (*receive_fn)(struct fuse_session *, struct fuse_buf *);
 typedef void (*process_fn)(struct fuse_session *, const struct fuse_buf *);
 
@@ -115,6 +119,14 @@ static struct fuse_conn_info *conn_info;
 static int capabilities_set;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static int engaged;
+static receive_fn real_receive;
+static process_fn real_process;
+static session_fd_fn real_session_fd;
+
+#define WORKERS_MAX 16
+#define WORKER_BUFFER (256 * 4096 + 4096) /* libfuse's own: 256 pages and a header */
+#define REQUEST_HEADROOM 4096             /* what a WRITE needs beside its data */
+static void start_workers(struct fuse_session *se);
 static int kernel_offers_killpriv_v2; /* read from the INIT request */
 #if !LIBFUSE_KNOWS_KILLPRIV_V2
 static uint64_t init_unique;          /* the INIT request, until answered */
@@ -188,7 +200,10 @@ static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     PyObject *out = call(read_cb, &err, "(KLn)", (unsigned long long)fi->fh,
                          (long long)off, (Py_ssize_t)size);
     if (out != NULL && PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
+        /* A fresh object of the handler's: nothing changes it meanwhile. */
+        Py_BEGIN_ALLOW_THREADS
         fuse_reply_buf(req, view.buf, (size_t)view.len);
+        Py_END_ALLOW_THREADS
         PyBuffer_Release(&view);
     } else {
         if (out != NULL)
@@ -305,6 +320,8 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)
         conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
 #endif
+    if (conn->max_write > WORKER_BUFFER - REQUEST_HEADROOM)
+        conn->max_write = WORKER_BUFFER - REQUEST_HEADROOM; /* a worker's buffer */
     conn_info = conn;
 }
 
@@ -355,7 +372,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 #endif
 
 /* pyfuse3 mounts through here, so that an older libfuse's session gets
- * the custom I/O above once it has its fd. */
+ * the custom I/O above once it has its fd, and the workers start. */
 int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
 {
     mount_fn real = (mount_fn)dlvsym(RTLD_NEXT, "fuse_session_mount", "FUSE_3.0");
@@ -368,8 +385,10 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
     static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
     if (res == 0)
         /* If this fails the session keeps plain I/O, without v2. */
-        fuse_session_custom_io(se, &io, fuse_session_fd(se));
+        fuse_session_custom_io(se, &io, real_session_fd(se));
 #endif
+    if (res == 0)
+        start_workers(se);
     return res;
 }
 
@@ -453,8 +472,7 @@ static uint64_t setid_to_drop(const struct fuse_in_header *in)
 }
 
 /* What every request needs before libfuse dispatches it: INIT's offer is
- * noted, and set-ID bits are dropped where the kernel asks.  The caller
- * holds the GIL. */
+ * noted, and set-ID bits are dropped where the kernel asks. */
 static void before_dispatch(const struct fuse_buf *buf)
 {
     const struct fuse_in_header *in = buf->mem;
@@ -472,10 +490,12 @@ static void before_dispatch(const struct fuse_buf *buf)
     uint64_t inode = setid_to_drop(in);
     if (inode != 0 && drop_setid_cb != NULL) {
         int err;
+        PyGILState_STATE gil = PyGILState_Ensure();
         /* An OSError leaves the bits alone (the inode is gone); the request
          * still goes on and gets its own answer. */
         Py_XDECREF(call(drop_setid_cb, &err, "(KIII)", (unsigned long long)inode,
                         in->uid, in->gid, in->pid));
+        PyGILState_Release(gil);
     }
 }
 
@@ -501,28 +521,204 @@ static int next_request_within(int fd, int ms)
  * through trio's scheduler.  Anything else goes back to pyfuse3, and so
  * does the thread after STREAM_MAX requests or an idle STREAM_WAIT_MS,
  * with -EINTR, which makes pyfuse3 wait for the fd again. */
-int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
+static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
 {
-    static receive_fn receive;
-    static process_fn process;
-    if (receive == NULL) {
-        receive = (receive_fn)dlvsym(RTLD_NEXT, "fuse_session_receive_buf", "FUSE_3.0");
-        process = (process_fn)dlvsym(RTLD_NEXT, "fuse_session_process_buf", "FUSE_3.0");
-        if (receive == NULL || process == NULL)
-            return -ENOSYS;
-    }
     for (int served = 0;; served++) {
-        int res = receive(se, buf);
+        int res = real_receive(se, buf);
         if (res <= 0)
             return res;
         before_dispatch(buf);
         if (!served_here(buf))
             return res;
-        process(se, buf);
+        real_process(se, buf);
         if (served == STREAM_MAX || fuse_session_exited(se) ||
-            !next_request_within(fuse_session_fd(se), STREAM_WAIT_MS))
+            !next_request_within(real_session_fd(se), STREAM_WAIT_MS))
             return -EINTR;
     }
+}
+
+/*
+ * WORKER THREADS
+ *
+ * With workers, they alone read the session's fd, each blocked in read(2)
+ * without the GIL, and they serve the requests of SERVED_IN_C themselves,
+ * so that two clients' reads and writes are served at once and the
+ * wake-ups of the round trip (most of its cost) overlap.  The handlers
+ * still run under the GIL; Python serializes them against the trio thread
+ * with a lock of its own (fs.DataPath.lock).  Every other request is
+ * handed over to pyfuse3 on the trio thread: pyfuse3 waits on an eventfd
+ * (fuse_session_fd below answers with it), and receives from the queue.
+ * Replies go to the one fd whichever thread sends them, so no request
+ * needs to know which thread read it.  A worker's buffer holds the largest
+ * request INIT allows (shim_init caps max_write to fit).
+ */
+
+struct handed_over {
+    struct handed_over *next;
+    void *mem;   /* NULL: the session ended */
+    size_t size;
+};
+
+static int workers_wanted;
+static int workers_running;
+static pthread_t workers[WORKERS_MAX];
+static struct fuse_session *session;
+static int session_fd = -1;
+static int handoff_fd = -1;
+static pthread_mutex_t handoff_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handed_over *handoff_head, **handoff_tail = &handoff_head;
+
+/* Queue a request for the trio thread and wake it; mem becomes its.  Out
+ * of memory, the request stays unanswered, as libfuse leaves it then. */
+static void hand_over(void *mem, size_t size)
+{
+    struct handed_over *item = malloc(sizeof *item);
+    if (item == NULL) {
+        free(mem);
+        return;
+    }
+    *item = (struct handed_over){NULL, mem, size};
+    pthread_mutex_lock(&handoff_lock);
+    *handoff_tail = item;
+    handoff_tail = &item->next;
+    pthread_mutex_unlock(&handoff_lock);
+    uint64_t one = 1;
+    while (write(handoff_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* The next handed-over request, for pyfuse3's receive on the trio thread. */
+static int receive_handed_over(struct fuse_session *se, struct fuse_buf *buf)
+{
+    uint64_t count;
+    if (read(handoff_fd, &count, sizeof count) != sizeof count)
+        return -EINTR; /* a wake-up with nothing queued: pyfuse3 waits again */
+    pthread_mutex_lock(&handoff_lock);
+    struct handed_over *item = handoff_head;
+    handoff_head = item->next;
+    if (handoff_head == NULL)
+        handoff_tail = &handoff_head;
+    pthread_mutex_unlock(&handoff_lock);
+    if (item->mem == NULL) {
+        free(item);
+        fuse_session_exit(se);
+        return 0;
+    }
+    free(buf->mem);
+    buf->mem = item->mem;
+    buf->size = item->size;
+    buf->flags = 0;
+    free(item);
+    before_dispatch(buf);
+    return (int)buf->size;
+}
+
+struct worker {
+    PyGILState_STATE gil;
+    PyThreadState *thread; /* kept while the GIL is away, so taking it is cheap */
+    void *mem;
+};
+
+/* A worker's end, by return or by cancellation. */
+static void worker_exit(void *arg)
+{
+    struct worker *w = arg;
+    free(w->mem);
+    PyEval_RestoreThread(w->thread);
+    PyGILState_Release(w->gil);
+}
+
+/* One worker: read, serve or hand over, until the session ends.  It may be
+ * cancelled only while it waits in read(2), where it holds nothing. */
+static void *worker_main(void *unused)
+{
+    struct worker w;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    w.gil = PyGILState_Ensure();
+    w.thread = PyEval_SaveThread();
+    w.mem = malloc(WORKER_BUFFER);
+    pthread_cleanup_push(worker_exit, &w);
+    while (w.mem != NULL) {
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        ssize_t n = read(session_fd, w.mem, WORKER_BUFFER);
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == ENOENT)
+                continue;
+            hand_over(NULL, 0); /* ENODEV: unmounted, or the connection aborted */
+            break;
+        }
+        struct fuse_buf buf = {.mem = w.mem, .size = (size_t)n};
+        if (served_here(&buf)) {
+            before_dispatch(&buf);
+            real_process(session, &buf);
+        } else {
+            /* A copy of its own size: a namespace request is small. */
+            void *request = malloc((size_t)n);
+            if (request != NULL) {
+                memcpy(request, w.mem, (size_t)n);
+                hand_over(request, (size_t)n);
+            }
+        }
+    }
+    pthread_cleanup_pop(1);
+    (void)unused;
+    return NULL;
+}
+
+/* Start the workers on a mounted session; with none, the trio thread
+ * reads the fd itself, as before. */
+static void start_workers(struct fuse_session *se)
+{
+    if (workers_wanted == 0)
+        return;
+    handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
+    if (handoff_fd < 0)
+        return;
+    session = se;
+    session_fd = real_session_fd(se);
+    while (workers_running < workers_wanted &&
+           pthread_create(&workers[workers_running], NULL, worker_main, NULL) == 0)
+        pthread_setname_np(workers[workers_running++], "holefs-worker");
+}
+
+/* Wait for the workers to leave: they do once the kernel ends the session
+ * (unmount); one still waiting for a request is cancelled there. */
+static void stop_workers(void)
+{
+    for (int i = 0; i < workers_running; i++)
+        pthread_cancel(workers[i]);
+    int have_gil = PyGILState_Check();
+    PyThreadState *thread = have_gil ? PyEval_SaveThread() : NULL;
+    for (int i = 0; i < workers_running; i++)
+        pthread_join(workers[i], NULL);
+    if (have_gil)
+        PyEval_RestoreThread(thread);
+    workers_running = 0;
+}
+
+int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
+{
+    if (real_receive == NULL || real_process == NULL || real_session_fd == NULL)
+        return -ENOSYS;
+    return workers_running ? receive_handed_over(se, buf) : receive_and_serve(se, buf);
+}
+
+/* pyfuse3 waits on what this returns: the eventfd when workers read. */
+int fuse_session_fd(struct fuse_session *se)
+{
+    if (workers_running && se == session)
+        return handoff_fd;
+    return real_session_fd ? real_session_fd(se) : -1;
+}
+
+void fuse_session_destroy(struct fuse_session *se)
+{
+    destroy_fn real = (destroy_fn)dlvsym(RTLD_NEXT, "fuse_session_destroy", "FUSE_3.0");
+    if (se == session)
+        stop_workers();
+    if (real != NULL)
+        real(se);
 }
 
 /* pyfuse3's table with holefs's entries in it. */
@@ -543,6 +739,9 @@ static const struct fuse_lowlevel_ops *patch(const struct fuse_lowlevel_ops *op,
     patched_ops.getxattr = shim_getxattr;
     pyfuse3_setxattr = patched_ops.setxattr;
     patched_ops.setxattr = shim_setxattr;
+    real_receive = (receive_fn)dlvsym(RTLD_NEXT, "fuse_session_receive_buf", "FUSE_3.0");
+    real_process = (process_fn)dlvsym(RTLD_NEXT, "fuse_session_process_buf", "FUSE_3.0");
+    real_session_fd = (session_fd_fn)dlvsym(RTLD_NEXT, "fuse_session_fd", "FUSE_3.0");
     engaged = 1;
     return &patched_ops;
 }
@@ -575,8 +774,14 @@ struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
     return real(args, patch(op, op_size), sizeof patched_ops, version, userdata);
 }
 
-static PyObject *shim_install(PyObject *self, PyObject *handlers)
+static PyObject *shim_install(PyObject *self, PyObject *args)
 {
+    PyObject *handlers;
+    int workers;
+    if (!PyArg_ParseTuple(args, "Oi", &handlers, &workers))
+        return NULL;
+    if (workers < 0 || workers > WORKERS_MAX)
+        return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
     PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb};
     const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid"};
     enum { N = sizeof names / sizeof names[0] };
@@ -593,6 +798,7 @@ static PyObject *shim_install(PyObject *self, PyObject *handlers)
     }
     for (int i = 0; i < N; i++)
         Py_XSETREF(*slots[i], methods[i]);
+    workers_wanted = workers;
     Py_RETURN_NONE;
 }
 
@@ -652,10 +858,11 @@ static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
 }
 
 static PyMethodDef shim_methods[] = {
-    {"install", shim_install, METH_O,
-     "install(handlers): the object whose read, write, fallocate, lseek and\n"
-     "drop_setid methods serve those requests; see the contract in\n"
-     "holefs/_shim.c."},
+    {"install", shim_install, METH_VARARGS,
+     "install(handlers, workers): the object whose read, write, fallocate,\n"
+     "lseek and drop_setid methods serve those requests, and how many\n"
+     "threads serve them beside trio's (0: trio's thread alone); see the\n"
+     "contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"engaged", shim_engaged, METH_NOARGS,

@@ -34,6 +34,9 @@ options (-o, comma-separated, as for tmpfs):
                   with ENOSPC instead of a later writeback from a shared
                   mapping; files are then not sparse (use it for /dev/shm)
   fsname=NAME     source name shown by df and mount (default holefs)
+  threads=N       threads that serve reads, writes and punches, so that
+                  several programs are served at once (default 2; 0: one
+                  thread serves everything)
   debug           log at debug level, including every request that fails
   nr_blocks=N     tmpfs's other spelling of size=, in 4 KiB pages
   noswap          all data in RAM, none spilled: ram= is size=

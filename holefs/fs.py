@@ -2,10 +2,11 @@
 
 No handler awaits anything.  pyfuse3 runs each of `Operations`' handlers as
 a trio task, so a handler without an await point runs from start to finish
-without any other request interleaving: every request is atomic, and the
-daemon needs no locks.  `DataPath` holds the handlers that the C shim calls
-synchronously, for read, write, fallocate and lseek, and to drop set-ID
-bits, under the contract written at the top of holefs/_shim.c.
+without another trio task interleaving.  `DataPath` holds the handlers that
+the C shim calls synchronously, for read, write, fallocate and lseek, and to
+drop set-ID bits, under the contract written at the top of holefs/_shim.c;
+the shim's worker threads call them beside trio's thread.  So every handler
+holds `DataPath.lock` while it runs, and every request is atomic.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import stat
+import threading
 
 import pyfuse3
 
@@ -50,11 +52,13 @@ STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
 
 def fuse_errors(handler):
-    """Turn OSError into the matching reply, and a bug into EIO, not a crash."""
+    """Run a handler under the data lock; turn OSError into the matching
+    reply, and a bug into EIO, not a crash."""
     @functools.wraps(handler)
-    async def wrapper(*args):
+    async def wrapper(self, *args):
         try:
-            return handler(*args)
+            with self.data.lock:
+                return handler(self, *args)
         except OSError as e:
             log.debug("%s: %s", handler.__name__, e.strerror)
             raise pyfuse3.FUSEError(e.errno) from None
@@ -66,12 +70,14 @@ def fuse_errors(handler):
     return wrapper
 
 
-def logged(handler):
-    """Log, at debug level, each error that a data-path handler reports."""
+def served(handler):
+    """Run a data-path handler under the data lock, and log at debug level
+    each error that it reports."""
     @functools.wraps(handler)
     def wrapper(self, fh, *args):
         try:
-            return handler(self, fh, *args)
+            with self.lock:
+                return handler(self, fh, *args)
         except OSError as e:
             log.debug("%s fh=%d %s: %s", handler.__name__, fh,
                       [len(a) if isinstance(a, memoryview) else a for a in args], e.strerror)
@@ -187,13 +193,17 @@ class Operations(pyfuse3.Operations):
     async def forget(self, inode_list):
         # forget gets no reply, so an error here could only kill the loop.
         try:
-            for inode_id, count in inode_list:
-                inode = self.ns.inodes.get(inode_id)
-                if inode is not None:
-                    inode.lookups -= count
-                    self._release_if_unused(inode)
+            with self.data.lock:
+                self._forget(inode_list)
         except Exception:
             log.exception("forget failed")
+
+    def _forget(self, inode_list):
+        for inode_id, count in inode_list:
+            inode = self.ns.inodes.get(inode_id)
+            if inode is not None:
+                inode.lookups -= count
+                self._release_if_unused(inode)
 
     def _make(self, parent_id, name, mode, ctx, rdev=0, target=None):
         return self.ns.create(self.ns[parent_id], name, mode, ctx.uid, ctx.gid,
@@ -404,6 +414,7 @@ class DataPath:
         self.ns = namespace
         self.store = store
         self.reserve = reserve
+        self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
 
     def grow(self, inode, end, how):
@@ -426,7 +437,7 @@ class DataPath:
             "; the program learns of it only if it checks msync, fsync or close"
             if how == "writeback" else "")
 
-    @logged
+    @served
     def read(self, fh, offset, length):
         inode = self.ns[fh]
         length = min(length, inode.size - offset)
@@ -435,7 +446,7 @@ class DataPath:
             return b""
         return self.store.read(inode.extents, offset, length)
 
-    @logged
+    @served
     def write(self, fh, offset, data, writeback=False):
         inode = self.ns[fh]
         end = offset + len(data)
@@ -459,7 +470,7 @@ class DataPath:
         inode.touch()
         return written
 
-    @logged
+    @served
     def fallocate(self, fh, mode, offset, length):
         inode = self.ns[fh]
         if inode.extents is None:
@@ -486,7 +497,7 @@ class DataPath:
             inode.size = end
         inode.touch()
 
-    @logged
+    @served
     def drop_setid(self, inode_id, uid, gid, pid):
         """A write, truncate or chown that the kernel marked for it: clear
         what the VFS would.  That is set-user-ID and security.capability,
@@ -505,7 +516,7 @@ class DataPath:
             inode.mode = dropped
             inode.touch(modified=False)
 
-    @logged
+    @served
     def lseek(self, fh, offset, whence):
         inode = self.ns[fh]
         if inode.extents is None or whence not in (SEEK_DATA, SEEK_HOLE):

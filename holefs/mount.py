@@ -133,7 +133,9 @@ def format_usage(usage):
 async def _report_status(ops):
     """Keep systemd's STATUS= line current while serving."""
     while True:
-        notify("STATUS=" + format_usage(ops.usage()))
+        with ops.data.lock:
+            usage = ops.usage()
+        notify("STATUS=" + format_usage(usage))
         await trio.sleep(STATUS_INTERVAL)
 
 
@@ -168,7 +170,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
-    _shim.install(ops.data)
+    _shim.install(ops.data, options.threads)
     sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:
@@ -184,7 +186,9 @@ def serve(mountpoint, options, on_ready=lambda: None):
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
                  options.spill if store.spill else "off")
-        notify("READY=1\nSTATUS=" + format_usage(ops.usage()))
+        with ops.data.lock:
+            usage = ops.usage()
+        notify("READY=1\nSTATUS=" + format_usage(usage))
         trio.run(_run, ops, mountpoint)
     log.info("unmounted %s", mountpoint)
 

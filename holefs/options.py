@@ -39,6 +39,10 @@ SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 
 MAX_SIZE = (1 << 63) - CHUNK
 MAX_INODES = (1 << 64) - 1
 MAX_ID = (1 << 32) - 2
+# Threads that read requests beside trio's: two clients' reads and writes
+# are then served at once.
+DEFAULT_THREADS = 2
+MAX_THREADS = 16
 
 
 class OptionError(ValueError):
@@ -57,6 +61,7 @@ class MountOptions:
     fsname: str = "holefs"
     debug: bool = False
     reserve: bool = False
+    threads: int = DEFAULT_THREADS
     fuse_flags: tuple = ()
     no_effect: tuple = ()  # (option, why it does nothing here)
 
@@ -74,6 +79,7 @@ class MountOptions:
             parts.append(f"spill={self.spill}")
         if self.reserve:
             parts.append("reserve")
+        parts.append(f"threads={self.threads}")
         return ",".join(parts + list(self.fuse_flags))
 
     def fuse_options(self):
@@ -135,7 +141,7 @@ def parse(text):
         elif key in ("debug", "reserve", "noswap") and not eq:
             values[key] = True
         elif key in ("size", "nr_blocks", "ram", "nr_inodes", "mode", "uid", "gid", "spill",
-                     "fsname"):
+                     "fsname", "threads"):
             if not eq or not value:
                 raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
             if key == "nr_blocks":  # tmpfs's other spelling of size=, in pages
@@ -164,6 +170,9 @@ def parse(text):
         nr_inodes = MAX_INODES
     if nr_inodes > MAX_INODES:
         raise OptionError(f"nr_inodes= must be at most {MAX_INODES}")
+    threads = values.get("threads", str(DEFAULT_THREADS))
+    if not threads.isdigit() or int(threads) > MAX_THREADS:
+        raise OptionError(f"threads={threads}: expected a number from 0 to {MAX_THREADS}")
     mode_text = values.get("mode", "1777")
     if not re.fullmatch(r"[0-7]{1,4}", mode_text):
         raise OptionError(f"mode={mode_text}: expected octal permission bits, like 1777")
@@ -177,6 +186,7 @@ def parse(text):
         fsname=values.get("fsname", "holefs"),
         debug=values.get("debug", False),
         reserve=values.get("reserve", False),
+        threads=int(threads),
         fuse_flags=tuple(flags),
         no_effect=tuple(no_effect),
     )

@@ -1,11 +1,13 @@
 """Several processes write, punch and read one file at once.
 
-holefs handlers never await, so each request runs whole before the next
-(see holefs/fs.py); these tests are the evidence from the outside.  Workers
-are forked processes with their own descriptors, so the kernel sends their
-requests to the daemon concurrently.  Each test runs with everything in
-RAM and with a RAM budget so small that chunks move to the spill file
-while other workers use them.
+holefs serves reads, writes and punches from several threads, and each
+request runs whole under one lock (see holefs/fs.py); these tests are the
+evidence from the outside.  Workers are forked processes with their own
+descriptors, so the kernel sends their requests to the daemon
+concurrently.  Each test runs with everything in RAM, with a RAM budget so
+small that chunks move to the spill file while other workers use them,
+and with more serving threads than this machine has CPUs, and with none
+but trio's.
 """
 
 import multiprocessing
@@ -21,7 +23,9 @@ from holefs.extents import CHUNK
 PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow
 
-MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=256k,spill={spill}"}
+MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=256k,spill={spill}",
+                 "spill, 8 threads": "size=256M,ram=256k,spill={spill},threads=8",
+                 "spill, trio's thread alone": "size=256M,ram=256k,spill={spill},threads=0"}
 
 # Disjoint test: odd-sized regions, so neighbours share chunks and pages.
 REGION = 200_003

@@ -7,6 +7,7 @@ does not.  These tests hold holefs to what it sets itself.
 
 import hashlib
 import os
+import pathlib
 import subprocess
 
 import pytest
@@ -132,6 +133,35 @@ def test_a_write_drops_security_capability(mount_holefs):
         f.write(b"y")
     assert "security.capability" not in os.listxattr(path)
     assert path.read_bytes() == b"y"
+
+
+def worker_threads(pid):
+    """The shim's worker threads in daemon *pid*, each with the CPU ticks it used."""
+    workers = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == "holefs-worker":
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            workers[task.name] = int(fields[11]) + int(fields[12])  # utime + stime
+    return workers
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_worker_threads_serve_reads_and_writes(mount_holefs, tmp_path, threads):
+    m = mount_holefs(f"size=64M,threads={threads}")
+    assert f"threads={threads}" in m.status()["options"]
+    before = worker_threads(m.pid)
+    assert len(before) == threads
+    pattern = tmp_path / "pattern"
+    pattern.write_bytes(os.urandom(16 * MiB))
+    dd = subprocess.run(["dd", f"if={pattern}", f"of={m / 'f'}", "bs=4k"],
+                        capture_output=True, text=True, timeout=120)
+    assert dd.returncode == 0, dd.stderr
+    drop_page_cache()
+    assert (m / "f").read_bytes() == pattern.read_bytes()
+    after = worker_threads(m.pid)
+    assert after.keys() == before.keys()
+    if threads:
+        assert sum(after.values()) > sum(before.values()), "the workers served nothing"
 
 
 def test_status_names_the_libfuse_it_runs_on(fs):

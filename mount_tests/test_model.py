@@ -51,7 +51,9 @@ KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
 FALLOC_MODES = [0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE, ZERO_RANGE | KEEP_SIZE]
 MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}",
                  "full": "size=2M,ram=512k,spill={spill}",
-                 "reserve": "size=2M,ram=512k,spill={spill},reserve"}
+                 "reserve": "size=2M,ram=512k,spill={spill},reserve",
+                 # trio's thread alone reads requests, without the shim's workers
+                 "no-workers": "size=256M,ram=64k,spill={spill},threads=0"}
 MAX_OPEN = 4
 
 

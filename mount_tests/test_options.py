@@ -54,6 +54,8 @@ def test_fstab_noise_is_ignored():
     ("mode=999", "octal"),
     ("uid=nosuchuser", "no such user"),
     ("gid=nosuchgroup", "no such group"),
+    ("threads=-1", "from 0 to 16"),
+    ("threads=17", "from 0 to 16"),
     ("bogus", "unknown option"),
     ("bogus=1", "unknown option"),
 ])
@@ -71,3 +73,9 @@ def test_tmpfs_options():
     assert noswap.ram == noswap.size and not noswap.spills
     opts = parse("size=1M,huge=always,mpol=local,inode64")
     assert [option for option, _ in opts.no_effect] == ["huge=always", "mpol=local", "inode64"]
+
+
+def test_threads():
+    assert parse("").threads == 2
+    assert parse("threads=0").threads == 0
+    assert "threads=4" in parse("threads=4").describe()
