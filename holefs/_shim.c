@@ -19,9 +19,10 @@
  *
  * THE CONTRACT BETWEEN C AND PYTHON
  *
- * Opcodes served here (SERVED_IN_C below is the one list of them):
- *   READ, WRITE, FALLOCATE, LSEEK: by the Python handler object given to
- *       install(), called synchronously with the GIL held;
+ * Opcodes served here, without trio (SERVED_IN_C below is the one list):
+ *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, UNLINK: by the
+ *       Python handler object given to install() (fs.FastPath), called
+ *       synchronously with the GIL held;
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
@@ -33,21 +34,30 @@
  * Before any of them, a WRITE, SETATTR or OPEN that the kernel marks
  * KILL_SUIDGID calls the handler object's drop_setid first (see below).
  *
- * The handler object has four methods; each gets the file handle (fh) that
- * open or create returned, never the inode number:
+ * The handler object's data methods get the file handle (fh) that open or
+ * create returned:
  *   read(fh, offset, size) -> a bytes-like object of at most size bytes
  *   write(fh, offset, data, writeback) -> the number of bytes written;
  *       writeback is true for the kernel's writeback of pages that a
  *       shared mapping dirtied, which no write(2) waits for
  *   fallocate(fh, mode, offset, length) -> None
  *   lseek(fh, offset, whence) -> the new offset (SEEK_DATA or SEEK_HOLE)
+ * Its namespace methods get inode numbers and names (bytes); attributes
+ * are a tuple (ino, mode, nlink, uid, gid, rdev, size, blocks, atime_ns,
+ * mtime_ns, ctime_ns):
+ *   lookup(parent, name) -> attributes, and the kernel holds one more
+ *       reference; or None for a negative entry
+ *   getattr(inode) -> attributes
+ *   create(parent, name, mode, uid, gid) -> attributes of a new regular
+ *       file, referenced once; its inode number is its fh
+ *   unlink(parent, name) -> None
  *   drop_setid(inode, uid, gid, pid) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
  *       truncate or chown by that caller.  It gets the inode number: a
  *       truncate may come without a file handle.
  * A handler
- *   - must not await or block: it runs inside pyfuse3's loop, so every
- *     request is atomic with respect to every other one;
+ *   - must not await or block: it runs on a worker thread or inside
+ *     pyfuse3's loop, and makes itself atomic with a lock of Python's;
  *   - must not keep `data` after it returns: it is a memoryview of libfuse's
  *     receive buffer, released when the handler returns;
  *   - reports a failure by raising OSError with its errno.  Any other
@@ -118,6 +128,8 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
 static struct fuse_conn_info *conn_info;
 static int capabilities_set;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
+static PyObject *lookup_cb, *getattr_cb, *create_cb, *unlink_cb;
+static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
 static receive_fn real_receive;
 static process_fn real_process;
@@ -283,6 +295,113 @@ static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
     (void)ino;
 }
 
+/* An inode's attributes from a handler's tuple: (ino, mode, nlink, uid,
+ * gid, rdev, size, blocks, atime_ns, mtime_ns, ctime_ns).  0, or -errno
+ * (a bug, reported) if the tuple is not that. */
+static int to_stat(PyObject *cb, PyObject *tuple, struct stat *st)
+{
+    unsigned long long ino, size, blocks;
+    unsigned int mode, nlink, uid, gid;
+    unsigned long long rdev;
+    long long atime, mtime, ctime;
+    if (!PyArg_ParseTuple(tuple, "KIIIIKKKLLL;attributes", &ino, &mode, &nlink, &uid, &gid,
+                          &rdev, &size, &blocks, &atime, &mtime, &ctime))
+        return -handler_errno(cb);
+    memset(st, 0, sizeof *st);
+    st->st_ino = ino;
+    st->st_mode = mode;
+    st->st_nlink = nlink;
+    st->st_uid = uid;
+    st->st_gid = gid;
+    st->st_rdev = rdev;
+    st->st_size = (off_t)size;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)blocks;
+    st->st_atim = (struct timespec){atime / 1000000000, atime % 1000000000};
+    st->st_mtim = (struct timespec){mtime / 1000000000, mtime % 1000000000};
+    st->st_ctim = (struct timespec){ctime / 1000000000, ctime % 1000000000};
+    return 0;
+}
+
+/* The entry that a LOOKUP or CREATE handler's result stands for: None is
+ * a negative entry, which the kernel may cache too. */
+static int to_entry(PyObject *cb, PyObject *result, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->entry_timeout = cache_timeout;
+    if (result == Py_None)
+        return 0;
+    e->attr_timeout = cache_timeout;
+    int err = to_stat(cb, result, &e->attr);
+    e->ino = e->attr.st_ino;
+    return err;
+}
+
+static void shim_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err = 0;
+    struct fuse_entry_param e;
+    PyObject *out = call(lookup_cb, &err, "(Ky)", (unsigned long long)parent, name);
+    if (out != NULL)
+        err = -to_entry(lookup_cb, out, &e);
+    Py_XDECREF(out);
+    PyGILState_Release(gil);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void shim_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err = 0;
+    struct stat st;
+    PyObject *out = call(getattr_cb, &err, "(K)", (unsigned long long)ino);
+    if (out != NULL)
+        err = -to_stat(getattr_cb, out, &st);
+    Py_XDECREF(out);
+    PyGILState_Release(gil);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_attr(req, &st, cache_timeout);
+    (void)fi;
+}
+
+static void shim_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        struct fuse_file_info *fi)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err = 0;
+    struct fuse_entry_param e;
+    PyObject *out = call(create_cb, &err, "(KyIII)", (unsigned long long)parent, name,
+                         (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid);
+    if (out != NULL)
+        err = -to_entry(create_cb, out, &e);
+    Py_XDECREF(out);
+    PyGILState_Release(gil);
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = e.ino; /* holefs's file handle is the inode number */
+    fi->keep_cache = 1;
+    fuse_reply_create(req, &e, fi);
+}
+
+static void shim_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err;
+    long long ret = as_result(unlink_cb, call(unlink_cb, &err, "(Ky)",
+                                              (unsigned long long)parent, name), &err);
+    PyGILState_Release(gil);
+    fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
+}
+
 static void shim_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fuse_reply_err(req, 0);
@@ -425,6 +544,10 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     X(FUSE_WRITE, write_buf, shim_write_buf)     \
     X(FUSE_FALLOCATE, fallocate, shim_fallocate) \
     X(FUSE_LSEEK, lseek, shim_lseek)             \
+    X(FUSE_LOOKUP, lookup, shim_lookup)          \
+    X(FUSE_GETATTR, getattr, shim_getattr)       \
+    X(FUSE_CREATE, create, shim_create)          \
+    X(FUSE_UNLINK, unlink, shim_unlink)          \
     X(FUSE_RELEASE, release, shim_release)
 
 static int served_here(const struct fuse_buf *buf)
@@ -545,7 +668,7 @@ static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
  * so that two clients' reads and writes are served at once and the
  * wake-ups of the round trip (most of its cost) overlap.  The handlers
  * still run under the GIL; Python serializes them against the trio thread
- * with a lock of its own (fs.DataPath.lock).  Every other request is
+ * with a lock of its own (fs.FastPath.lock).  Every other request is
  * handed over to pyfuse3 on the trio thread: pyfuse3 waits on an eventfd
  * (fuse_session_fd below answers with it), and receives from the queue.
  * Replies go to the one fd whichever thread sends them, so no request
@@ -778,12 +901,15 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
 {
     PyObject *handlers;
     int workers;
-    if (!PyArg_ParseTuple(args, "Oi", &handlers, &workers))
+    double timeout;
+    if (!PyArg_ParseTuple(args, "Oid", &handlers, &workers, &timeout))
         return NULL;
     if (workers < 0 || workers > WORKERS_MAX)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
-    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb};
-    const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid"};
+    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
+                          &lookup_cb, &getattr_cb, &create_cb, &unlink_cb};
+    const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
+                           "lookup", "getattr", "create", "unlink"};
     enum { N = sizeof names / sizeof names[0] };
     PyObject *methods[N];
     for (int i = 0; i < N; i++) {
@@ -799,6 +925,7 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
     for (int i = 0; i < N; i++)
         Py_XSETREF(*slots[i], methods[i]);
     workers_wanted = workers;
+    cache_timeout = timeout;
     Py_RETURN_NONE;
 }
 
@@ -859,10 +986,10 @@ static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
 
 static PyMethodDef shim_methods[] = {
     {"install", shim_install, METH_VARARGS,
-     "install(handlers, workers): the object whose read, write, fallocate,\n"
-     "lseek and drop_setid methods serve those requests, and how many\n"
-     "threads serve them beside trio's (0: trio's thread alone); see the\n"
-     "contract in holefs/_shim.c."},
+     "install(handlers, workers, cache_timeout): the object whose methods\n"
+     "serve the requests of the fast path, how many threads serve them\n"
+     "beside trio's (0: trio's thread alone), and how long the kernel may\n"
+     "cache names and attributes; see the contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"engaged", shim_engaged, METH_NOARGS,

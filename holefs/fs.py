@@ -2,11 +2,12 @@
 
 No handler awaits anything.  pyfuse3 runs each of `Operations`' handlers as
 a trio task, so a handler without an await point runs from start to finish
-without another trio task interleaving.  `DataPath` holds the handlers that
-the C shim calls synchronously, for read, write, fallocate and lseek, and to
-drop set-ID bits, under the contract written at the top of holefs/_shim.c;
-the shim's worker threads call them beside trio's thread.  So every handler
-holds `DataPath.lock` while it runs, and every request is atomic.
+without another trio task interleaving.  `FastPath` holds the handlers that
+the C shim calls synchronously, without trio: read, write, fallocate, lseek,
+lookup, getattr, create and unlink, and the dropping of set-ID bits, under
+the contract written at the top of holefs/_shim.c; the shim's worker
+threads call them beside trio's thread.  So every handler holds
+`FastPath.lock` while it runs, and every request is atomic.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -57,7 +58,7 @@ def fuse_errors(handler):
     @functools.wraps(handler)
     async def wrapper(self, *args):
         try:
-            with self.data.lock:
+            with self.fast.lock:
                 return handler(self, *args)
         except OSError as e:
             log.debug("%s: %s", handler.__name__, e.strerror)
@@ -85,6 +86,18 @@ def served(handler):
     return wrapper
 
 
+def attributes(inode):
+    """What stat shows of an inode: (ino, mode, nlink, uid, gid, rdev, size,
+    blocks, atime_ns, mtime_ns, ctime_ns), as the shim and pyfuse3 take it."""
+    if inode.is_dir:
+        size = (len(inode.entries) + 2) * 20  # as tmpfs counts
+    else:
+        size = inode.size
+    blocks = inode.extents.held_pages * (PAGE // 512) if inode.extents is not None else 0
+    return (inode.id, inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, size, blocks,
+            inode.atime_ns, inode.mtime_ns, inode.ctime_ns)
+
+
 def in_group(group, gid, pid):
     """Whether a caller whose fsgid is *gid* is in *group*, counting the
     supplementary groups of its process *pid*, which FUSE does not send."""
@@ -109,7 +122,7 @@ class Operations(pyfuse3.Operations):
         self.ns = namespace
         self.store = store
         self.options = options
-        self.data = DataPath(namespace, store, reserve=options.reserve)
+        self.fast = FastPath(namespace, store, reserve=options.reserve)
         self._dirs = {}        # directory handle -> snapshot of entries
         self._next_dir_handle = 1
 
@@ -117,38 +130,19 @@ class Operations(pyfuse3.Operations):
 
     def _attr(self, inode):
         attr = pyfuse3.EntryAttributes()
-        attr.st_ino = inode.id
+        (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_uid, attr.st_gid, attr.st_rdev,
+         attr.st_size, attr.st_blocks, attr.st_atime_ns, attr.st_mtime_ns,
+         attr.st_ctime_ns) = attributes(inode)
         attr.generation = 0
         attr.entry_timeout = CACHE_TIMEOUT
         attr.attr_timeout = CACHE_TIMEOUT
-        attr.st_mode = inode.mode
-        attr.st_nlink = inode.nlink
-        attr.st_uid = inode.uid
-        attr.st_gid = inode.gid
-        attr.st_rdev = inode.rdev
-        if inode.is_dir:
-            attr.st_size = (len(inode.entries) + 2) * 20  # as tmpfs counts
-        else:
-            attr.st_size = inode.size
         attr.st_blksize = PAGE
-        attr.st_blocks = inode.extents.held_pages * (PAGE // 512) if inode.extents is not None else 0
-        attr.st_atime_ns = inode.atime_ns
-        attr.st_mtime_ns = inode.mtime_ns
-        attr.st_ctime_ns = inode.ctime_ns
         return attr
 
     def _entry(self, inode):
         """Reply to a request that gives the kernel a new reference."""
         inode.lookups += 1
         return self._attr(inode)
-
-    def _release_if_unused(self, inode):
-        if self.ns.drop_if_unused(inode) and inode.extents is not None:
-            self.store.free_all(inode.extents)
-
-    @fuse_errors
-    def getattr(self, inode_id, ctx=None):
-        return self._attr(self.ns[inode_id])
 
     @fuse_errors
     def setattr(self, inode_id, attr, fields, fh, ctx):
@@ -158,7 +152,7 @@ class Operations(pyfuse3.Operations):
                 # As tmpfs does, this also drops space reserved past EOF.
                 self.store.truncate(inode.extents, attr.st_size)
             else:
-                self.data.grow(inode, attr.st_size, "truncate")
+                self.fast.grow(inode, attr.st_size, "truncate")
             inode.size = attr.st_size
             inode.touch()
         if fields.update_mode:
@@ -178,22 +172,10 @@ class Operations(pyfuse3.Operations):
 
     # Names --------------------------------------------------------------
 
-    @fuse_errors
-    def lookup(self, parent_id, name, ctx=None):
-        try:
-            inode = self.ns.lookup(self.ns[parent_id], name)
-        except FileNotFoundError:
-            # A negative entry, which the kernel may cache.
-            attr = pyfuse3.EntryAttributes()
-            attr.st_ino = 0
-            attr.entry_timeout = CACHE_TIMEOUT
-            return attr
-        return self._entry(inode)
-
     async def forget(self, inode_list):
         # forget gets no reply, so an error here could only kill the loop.
         try:
-            with self.data.lock:
+            with self.fast.lock:
                 self._forget(inode_list)
         except Exception:
             log.exception("forget failed")
@@ -203,7 +185,7 @@ class Operations(pyfuse3.Operations):
             inode = self.ns.inodes.get(inode_id)
             if inode is not None:
                 inode.lookups -= count
-                self._release_if_unused(inode)
+                self.fast.release_if_unused(inode)
 
     def _make(self, parent_id, name, mode, ctx, rdev=0, target=None):
         return self.ns.create(self.ns[parent_id], name, mode, ctx.uid, ctx.gid,
@@ -223,11 +205,6 @@ class Operations(pyfuse3.Operations):
                                       target=target))
 
     @fuse_errors
-    def create(self, parent_id, name, mode, flags, ctx):
-        inode = self._make(parent_id, name, mode, ctx)
-        return pyfuse3.FileInfo(fh=inode.id, keep_cache=True), self._entry(inode)
-
-    @fuse_errors
     def readlink(self, inode_id, ctx):
         inode = self.ns[inode_id]
         if inode.target is None:
@@ -241,19 +218,15 @@ class Operations(pyfuse3.Operations):
         return self._entry(inode)
 
     @fuse_errors
-    def unlink(self, parent_id, name, ctx):
-        self._release_if_unused(self.ns.unlink(self.ns[parent_id], name))
-
-    @fuse_errors
     def rmdir(self, parent_id, name, ctx):
-        self._release_if_unused(self.ns.rmdir(self.ns[parent_id], name))
+        self.fast.release_if_unused(self.ns.rmdir(self.ns[parent_id], name))
 
     @fuse_errors
     def rename(self, old_parent_id, old_name, new_parent_id, new_name, flags, ctx):
         replaced = self.ns.rename(self.ns[old_parent_id], old_name,
                                   self.ns[new_parent_id], new_name, flags)
         if replaced is not None:
-            self._release_if_unused(replaced)
+            self.fast.release_if_unused(replaced)
 
     # Directories --------------------------------------------------------
 
@@ -398,12 +371,12 @@ class Operations(pyfuse3.Operations):
         }
 
 
-class DataPath:
+class FastPath:
     """The handlers that the C shim calls directly: see holefs/_shim.c.
 
-    They get the file handle that open and create return, which holefs
-    makes the inode number; they must not await, and must not keep the
-    memoryview that write gets.
+    The data handlers get the file handle that open and create return,
+    which holefs makes the inode number; none may await, and write must not
+    keep the memoryview it gets.
 
     With *reserve* (-o reserve), a file that grows takes all its new space
     at once, so that a full filesystem fails the call that grew it, and not
@@ -416,6 +389,38 @@ class DataPath:
         self.reserve = reserve
         self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
+
+    @served
+    def lookup(self, parent_id, name):
+        """The attributes of the entry, which the kernel now references, or
+        None for a negative entry, which it may cache."""
+        try:
+            inode = self.ns.lookup(self.ns[parent_id], name)
+        except FileNotFoundError:
+            return None
+        inode.lookups += 1
+        return attributes(inode)
+
+    @served
+    def getattr(self, inode_id):
+        return attributes(self.ns[inode_id])
+
+    @served
+    def create(self, parent_id, name, mode, uid, gid):
+        """Make a regular file; its inode number is the file handle."""
+        inode = self.ns.create(self.ns[parent_id], name, mode, uid, gid)
+        inode.lookups += 1
+        return attributes(inode)
+
+    @served
+    def unlink(self, parent_id, name):
+        self.release_if_unused(self.ns.unlink(self.ns[parent_id], name))
+
+    def release_if_unused(self, inode):
+        """Free an inode and its data once no name and no kernel reference
+        is left."""
+        if self.ns.drop_if_unused(inode) and inode.extents is not None:
+            self.store.free_all(inode.extents)
 
     def grow(self, inode, end, how):
         """Under reserve, take the space from EOF to *end* now, or refuse."""

@@ -20,7 +20,7 @@ import trio
 
 from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import PAGE
-from .fs import Operations
+from .fs import CACHE_TIMEOUT, Operations
 from .mounttable import filesystem_type
 from .namespace import Namespace
 from .tiers import Store, open_ram_tier, open_spill_tier
@@ -133,7 +133,7 @@ def format_usage(usage):
 async def _report_status(ops):
     """Keep systemd's STATUS= line current while serving."""
     while True:
-        with ops.data.lock:
+        with ops.fast.lock:
             usage = ops.usage()
         notify("STATUS=" + format_usage(usage))
         await trio.sleep(STATUS_INTERVAL)
@@ -170,7 +170,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
     ops = Operations(namespace, store, options)
-    _shim.install(ops.data, options.threads)
+    _shim.install(ops.fast, options.threads, CACHE_TIMEOUT)
     sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:
@@ -186,7 +186,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
                  options.spill if store.spill else "off")
-        with ops.data.lock:
+        with ops.fast.lock:
             usage = ops.usage()
         notify("READY=1\nSTATUS=" + format_usage(usage))
         trio.run(_run, ops, mountpoint)
