@@ -48,10 +48,20 @@ class Tier:
         self._high += 1
         return self._high - 1
 
-    def release(self, number):
-        """Give a slot's memory or disk blocks back and make it reusable."""
-        self.punch(number, 0, CHUNK)
-        heapq.heappush(self._free, number)
+    def release(self, numbers):
+        """Give slots' memory or disk blocks back and make them reusable.
+
+        Slots are handed out lowest first, so a file's chunks tend to lie
+        side by side: each run of adjacent slots is punched at once, which
+        makes freeing a large range a few calls rather than one per chunk.
+        """
+        numbers = sorted(numbers)
+        start = 0
+        for i, number in enumerate(numbers):
+            if i + 1 == len(numbers) or numbers[i + 1] != number + 1:
+                self.punch(numbers[start], 0, (number - numbers[start] + 1) * CHUNK)
+                start = i + 1
+            heapq.heappush(self._free, number)
 
     def punch(self, number, start, length):
         _shim.fallocate(self.fd, PUNCH, number * CHUNK + start, length)
@@ -197,8 +207,7 @@ class Store:
         self._apply(emap.truncate(size))
 
     def free_all(self, emap):
-        for slot in emap.clear():
-            self._let_go(slot, slot.pages)
+        self._release([slot for slot in emap.clear() if self._let_go(slot, slot.pages)])
 
     def describe(self, emap, size):
         """The file's map as runs of ram, spill and hole, page by page."""
@@ -267,7 +276,7 @@ class Store:
                 tier.write(number, start, os.pread(slot.tier.fd, length,
                                                    slot.number * CHUNK + start))
         except OSError:
-            tier.release(number)
+            tier.release([number])
             raise
         if slot.tier is self.ram:
             del self._lru[slot]
@@ -275,21 +284,33 @@ class Store:
         slot.tier, slot.number = tier, number
         old_tier.pages -= slot.pages
         tier.pages += slot.pages
-        old_tier.release(old_number)
+        old_tier.release([old_number])
 
     def _apply(self, cuts):
+        emptied = []
         for cut in cuts:
             if cut.emptied:
-                self._let_go(cut.slot, cut.dropped)
+                if self._let_go(cut.slot, cut.dropped):
+                    emptied.append(cut.slot)
             else:
                 cut.slot.tier.pages -= cut.dropped
                 cut.slot.tier.punch(cut.slot.number, cut.start, cut.length)
+        self._release(emptied)
 
     def _let_go(self, slot, pages):
-        """A map no longer holds *pages* of a slot; free it with its last owner."""
+        """A map no longer holds *pages* of a slot; say whether that was its
+        last owner, whose place the caller must then _release."""
         slot.tier.pages -= pages
         slot.owners -= 1
-        if slot.owners == 0:
-            if slot.tier is self.ram:
-                del self._lru[slot]
-            slot.tier.release(slot.number)
+        if slot.owners:
+            return False
+        if slot.tier is self.ram:
+            del self._lru[slot]
+        return True
+
+    def _release(self, slots):
+        """Free the places of slots that no map holds any more."""
+        for tier in (self.ram, self.spill):
+            numbers = [slot.number for slot in slots if slot.tier is tier]
+            if numbers:
+                tier.release(numbers)
