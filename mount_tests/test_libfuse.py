@@ -5,7 +5,6 @@ with CAP_SYS_RESOURCE (an ordinary host) gets spliced receive, root here
 does not.  These tests hold holefs to what it sets itself.
 """
 
-import hashlib
 import os
 import pathlib
 import subprocess
@@ -16,6 +15,18 @@ from conftest import MiB, as_nobody, drop_page_cache, run_holefs
 from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
+
+
+def write_and_read_back(tmp_path, target, size, block):
+    """dd random bytes onto *target* in writes of *block*; holefs must give
+    them back once the page cache is dropped."""
+    pattern = tmp_path / "pattern"
+    pattern.write_bytes(os.urandom(size))
+    dd = subprocess.run(["dd", f"if={pattern}", f"of={target}", f"bs={block}"],
+                        capture_output=True, text=True, timeout=120)
+    assert dd.returncode == 0, dd.stderr
+    drop_page_cache()
+    assert target.read_bytes() == pattern.read_bytes()
 
 
 def test_init_settles_the_capabilities_holefs_relies_on(fs):
@@ -62,14 +73,7 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
     assert subprocess.run(["cmp", "-n", str(256 * MiB), "/dev/zero", str(m / "zeros")],
                           capture_output=True).returncode == 0
 
-    pattern = tmp_path / "pattern"
-    pattern.write_bytes(os.urandom(32 * MiB))
-    dd = subprocess.run(["dd", f"if={pattern}", f"of={m / 'pattern'}", "bs=1M"],
-                        capture_output=True, text=True, timeout=120)
-    assert dd.returncode == 0, dd.stderr
-    drop_page_cache()
-    digest = hashlib.sha256((m / "pattern").read_bytes()).hexdigest()
-    assert digest == hashlib.sha256(pattern.read_bytes()).hexdigest()
+    write_and_read_back(tmp_path, m / "pattern", 32 * MiB, "1M")
     assert m.pid == pid and m.status()["capabilities"]["splice_read"] is False
 
 
@@ -151,13 +155,7 @@ def test_worker_threads_serve_reads_and_writes(mount_holefs, tmp_path, threads):
     assert f"threads={threads}" in m.status()["options"]
     before = worker_threads(m.pid)
     assert len(before) == threads
-    pattern = tmp_path / "pattern"
-    pattern.write_bytes(os.urandom(16 * MiB))
-    dd = subprocess.run(["dd", f"if={pattern}", f"of={m / 'f'}", "bs=4k"],
-                        capture_output=True, text=True, timeout=120)
-    assert dd.returncode == 0, dd.stderr
-    drop_page_cache()
-    assert (m / "f").read_bytes() == pattern.read_bytes()
+    write_and_read_back(tmp_path, m / "f", 16 * MiB, "4k")
     after = worker_threads(m.pid)
     assert after.keys() == before.keys()
     if threads:
