@@ -818,6 +818,15 @@ static void stop_workers(void)
     if (have_gil)
         PyEval_RestoreThread(thread);
     workers_running = 0;
+    while (handoff_head != NULL) {
+        struct handed_over *item = handoff_head;
+        handoff_head = item->next;
+        free(item->mem);
+        free(item);
+    }
+    handoff_tail = &handoff_head;
+    close(handoff_fd);
+    handoff_fd = -1;
 }
 
 int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
