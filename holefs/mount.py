@@ -123,7 +123,7 @@ async def _report_status(ops):
         await trio.sleep(STATUS_INTERVAL)
 
 
-async def _unmount_on_signal(mountpoint):
+async def _unmount_on_signal(ops, mountpoint):
     """On SIGTERM, SIGINT or SIGHUP, do what umount(8) does: unmount, unless
     the mount is busy; then say so, and go on serving, rather than detach
     the mount from the programs that hold files in it."""
@@ -136,26 +136,27 @@ async def _unmount_on_signal(mountpoint):
                 notify("STOPPING=1")
                 return  # the kernel ends the session, and pyfuse3.main() returns
             if "busy" in why:
-                why = busy_message(mountpoint, await trio.to_thread.run_sync(holders, mountpoint))
+                users = await trio.to_thread.run_sync(holders, mountpoint)
+                why = busy_message(mountpoint, ops.open_files, users)
                 if os.environ.get("NOTIFY_SOCKET"):
                     why += ("; if systemd is stopping the unit, it kills holefs when "
                             "TimeoutStopSec= runs out, and they get ENOTCONN then")
             log.warning("not unmounted, still serving: %s", why)
 
 
-def busy_message(mountpoint, users):
-    """Why a busy mount stays, for the journal: who holds it, how to force."""
-    held = ", ".join(f"{command}[{pid}]: {count}"
-                     for pid, (command, count) in sorted(users.items()))
-    return (f"{mountpoint} is busy: {sum(count for _, count in users.values())} files "
-            f"open, mapped or current in {len(users)} processes: {held or 'none visible'}; "
-            f"once they close it, signal again, or detach it now with 'holefs umount -l "
-            f"{mountpoint}' (they then get ENOTCONN)")
+def busy_message(mountpoint, open_files, users):
+    """Why a busy mount stays, for the journal: how many files are open, who
+    holds them (where /proc lets holefs see), and how to force it."""
+    held = ", ".join(f"{command}[{pid}]" for pid, command in sorted(users.items()))
+    return (f"{mountpoint} is busy: {open_files} file{'s' * (open_files != 1)} open"
+            f"{f', held by {held}' if held else ''}; signal again once they are closed, "
+            f"or detach it now with 'holefs umount -l {mountpoint}', which serves them "
+            "until they close")
 
 
 async def _run(ops, mountpoint):
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_unmount_on_signal, mountpoint)
+        nursery.start_soon(_unmount_on_signal, ops, mountpoint)
         nursery.start_soon(_report_status, ops)
         nursery.start_soon(_raise_readahead, mountpoint)
         await pyfuse3.main()

@@ -224,8 +224,13 @@ def remount(current, text, in_force):
                               "unmount and mount again to change them")
         given.append(item)
     base = _as_items(current)
-    if "noswap" in given:  # noswap means ram=size: forget the ram= in force
-        base = [item for item in base if not item.startswith("ram=")]
+    without_ram = [item for item in base if not item.startswith("ram=")]
+    keys = {item.partition("=")[0] for item in given}
+    # noswap means ram=size; and a size= below the ram= in force takes ram=
+    # down with it, as tmpfs users expect of the one cap they know.
+    if "noswap" in keys or (keys & {"size", "nr_blocks"} and "ram" not in keys and
+                            parse(",".join(without_ram + given)).size <= current.ram):
+        base = without_ram
     new = parse(",".join(base + given))
     for key, why in FIXED.items():
         if getattr(new, key) != getattr(current, key):

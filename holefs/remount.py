@@ -74,9 +74,10 @@ class Remount:
             raise pyfuse3.FUSEError(e.errno) from None
 
     def reason(self, pid):
-        """Why the last remount of process *pid* was refused."""
+        """Why the last remount of process *pid* was refused.  Kept, not
+        popped: getxattr may ask twice, first for the size."""
         try:
-            return self._reasons.pop(pid).encode()
+            return self._reasons[pid].encode()
         except KeyError:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
 

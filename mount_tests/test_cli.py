@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from conftest import HOLEFS, is_mounted, run_holefs, wait_for
-from holefs.cli import log_file
+from conftest import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
 from holefs.extents import CHUNK
 
 
@@ -106,15 +105,6 @@ def test_nosuid_nodev_unless_asked_otherwise(tmp_path):
     finally:
         for mnt, _, _ in mounts.values():
             run_holefs("umount", str(mnt), check=False)
-
-
-def daemon_log(pid, mountpoint):
-    """What a background daemon logged: syslog's journal, or its log file."""
-    if os.path.exists("/dev/log"):
-        return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={pid}"],
-                              capture_output=True, text=True).stdout
-    with open(log_file(str(mountpoint))) as f:
-        return f.read()
 
 
 def test_a_background_daemon_logs_somewhere(mount_holefs):
