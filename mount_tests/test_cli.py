@@ -115,3 +115,11 @@ def test_a_background_daemon_logs_somewhere(mount_holefs):
     assert "No space left on device" in dd.stderr
     wait_for(lambda: "write refused: inode" in daemon_log(pid, m.path), what="the log")
     assert "DEBUG write fh=" in daemon_log(pid, m.path)
+
+
+def test_remount_is_documented():
+    assert "change size=, ram= or nr_inodes= of a running mount" in run_holefs("--help").stdout
+    out = run_holefs("remount", "--help").stdout
+    for text in ("mount -o remount,size=8G /mnt/pool", "systemctl reload holefs@mnt-pool",
+                 "returns once RAM fits", "Only root and the user who mounted it"):
+        assert text in out
