@@ -10,8 +10,8 @@ written at the top of holefs/_shim.c.
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
 
-flush, fsync and fsyncdir are left to pyfuse3, which answers ENOSYS:
-there is nothing to flush, and the kernel then stops asking.
+flush, fsync, fsyncdir and release are left to pyfuse3, which answers
+ENOSYS: there is nothing to flush, and the kernel then stops asking.
 """
 
 import errno
@@ -92,7 +92,6 @@ class Operations(pyfuse3.Operations):
         self.remount = Remount(self, mountpoint)
         self.data = DataPath(namespace, store, reserve=options.reserve)
         self._dirs = {}        # directory handle -> snapshot of entries
-        self.open_files = 0    # opened and not released: a mapping keeps one open
         self._next_dir_handle = 1
 
     # Attributes ---------------------------------------------------------
@@ -203,7 +202,6 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def create(self, parent_id, name, mode, flags, ctx):
         inode = self._make(parent_id, name, mode, ctx)
-        self.open_files += 1
         return pyfuse3.FileInfo(fh=inode.id, keep_cache=True), self._entry(inode)
 
     @fuse_errors
@@ -276,11 +274,7 @@ class Operations(pyfuse3.Operations):
             self.store.truncate(inode.extents, 0)
             inode.size = 0
             inode.touch()
-        self.open_files += 1
         return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
-
-    async def release(self, fh):
-        self.open_files -= 1
 
     # Extended attributes ------------------------------------------------
 

@@ -123,7 +123,7 @@ async def _report_status(ops):
         await trio.sleep(STATUS_INTERVAL)
 
 
-async def _unmount_on_signal(ops, mountpoint):
+async def _unmount_on_signal(mountpoint):
     """On SIGTERM, SIGINT or SIGHUP, do what umount(8) does: unmount, unless
     the mount is busy; then say so, and go on serving, rather than detach
     the mount from the programs that hold files in it."""
@@ -136,27 +136,27 @@ async def _unmount_on_signal(ops, mountpoint):
                 notify("STOPPING=1")
                 return  # the kernel ends the session, and pyfuse3.main() returns
             if "busy" in why:
-                users = await trio.to_thread.run_sync(holders, mountpoint)
-                why = busy_message(mountpoint, ops.open_files, users)
+                why = busy_message(mountpoint, await trio.to_thread.run_sync(holders, mountpoint))
                 if os.environ.get("NOTIFY_SOCKET"):
                     why += ("; if systemd is stopping the unit, it kills holefs when "
                             "TimeoutStopSec= runs out, and they get ENOTCONN then")
             log.warning("not unmounted, still serving: %s", why)
 
 
-def busy_message(mountpoint, open_files, users):
-    """Why a busy mount stays, for the journal: how many files are open, who
-    holds them (where /proc lets holefs see), and how to force it."""
-    held = ", ".join(f"{command}[{pid}]" for pid, command in sorted(users.items()))
-    return (f"{mountpoint} is busy: {open_files} file{'s' * (open_files != 1)} open"
-            f"{f', held by {held}' if held else ''}; signal again once they are closed, "
-            f"or detach it now with 'holefs umount -l {mountpoint}', which serves them "
-            "until they close")
+def busy_message(mountpoint, users):
+    """Why a busy mount stays, for the journal: who holds it, with how many
+    files (where /proc lets holefs see), and how to force it."""
+    held = ", ".join(f"{command}[{pid}] ({count} file{'s' * (count != 1)})"
+                     for pid, (command, count) in sorted(users.items()))
+    who = f"held by {held}" if held else \
+        f"files are open there ('fuser -vm {mountpoint}' as root names who holds them)"
+    return (f"{mountpoint} is busy, {who}; signal again once they are closed, or detach "
+            f"it now with 'holefs umount -l {mountpoint}', which serves them until they close")
 
 
 async def _run(ops, mountpoint):
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_unmount_on_signal, ops, mountpoint)
+        nursery.start_soon(_unmount_on_signal, mountpoint)
         nursery.start_soon(_report_status, ops)
         nursery.start_soon(_raise_readahead, mountpoint)
         await pyfuse3.main()

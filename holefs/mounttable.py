@@ -62,10 +62,10 @@ def options_in_force(path):
 
 
 def holders(path):
-    """The processes that keep the mount on *path* busy, by open or mapped
-    files or a working directory there, as {pid: command}.  Missing: those
-    that the caller may not ptrace, such as other users' without
-    CAP_SYS_PTRACE."""
+    """The processes that keep the mount on *path* busy, as {pid: (command,
+    count)}, counting their open files, mapped files and working directory
+    there.  Missing: those that the caller may not ptrace, such as other
+    users' without CAP_SYS_PTRACE."""
     fields = _mountinfo(path)
     if fields is None:
         return {}
@@ -76,32 +76,33 @@ def holders(path):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
-            if cwd == path or cwd.startswith(path + "/") or _open_in(pid, mount_id) \
-                    or _mapped_in(pid, device):
+            count = _open_in(pid, mount_id) + _mapped_in(pid, device) \
+                + (cwd == path or cwd.startswith(path + "/"))
+            if count:
                 with open(f"/proc/{pid}/comm") as f:
-                    found[int(pid)] = f.read().strip()
+                    found[int(pid)] = (f.read().strip(), count)
         except OSError:
             continue  # gone, or not ours to look at
     return found
 
 
 def _open_in(pid, mount_id):
-    """Whether process *pid* has a descriptor open on mount *mount_id*;
+    """How many of process *pid*'s descriptors are open on mount *mount_id*;
     fdinfo tells without a stat, which could wait on the mount's daemon."""
+    count = 0
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         try:
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                if f"mnt_id:\t{mount_id}\n" in f:
-                    return True
+                count += f"mnt_id:\t{mount_id}\n" in f
         except OSError:
             continue  # closed meanwhile
-    return False
+    return count
 
 
 def _mapped_in(pid, device):
-    """Whether process *pid* maps a file of the filesystem on *device*."""
+    """How many files of the filesystem on *device* process *pid* maps."""
     with open(f"/proc/{pid}/maps") as f:
-        return any(line.split()[3] == device for line in f)
+        return len({line.split()[4] for line in f if line.split()[3] == device})
 
 
 def unmount(path, lazy=False):
