@@ -30,8 +30,9 @@ from .tiers import open_spill_tier
 log = logging.getLogger("holefs")
 
 SPILL_BATCH = 32
-"""Chunks (2 MiB) moved to spill between two yields to trio: measured at
-about 2 ms, the longest that a request waits behind a ram= shrink."""
+"""Chunks (2 MiB) moved to spill between two yields to trio: about 4 ms of
+work (measured: 176 MiB in 0.35 s with 128), which bounds how long a
+request waits behind a ram= shrink."""
 REPLIES_KEPT = 64  # reasons waiting for callers that never ask
 
 
