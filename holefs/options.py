@@ -195,12 +195,13 @@ def parse(text):
 
 
 def _as_items(options):
-    """-o items that parse() turns back into *options*."""
-    items = [f"size={options.size}", f"nr_inodes={options.nr_inodes}",
+    """-o items that parse() turns back into *options*; sizes in k, which a
+    refusal may quote."""
+    items = [f"size={options.size >> 10}k", f"nr_inodes={options.nr_inodes}",
              f"mode={options.mode:o}", f"uid={options.uid}", f"gid={options.gid}",
              f"spill={options.spill}", f"fsname={options.fsname}", *options.fuse_flags]
     if options.spills:  # else ram= follows a new size=, as when mounted
-        items.append(f"ram={options.ram >> 10}k")  # as a refusal may name it
+        items.append(f"ram={options.ram >> 10}k")
     return items + [flag for flag in ("reserve", "debug") if getattr(options, flag)]
 
 
