@@ -1,4 +1,4 @@
-"""The holefs command: mount, umount, status and punch."""
+"""The holefs command: mount, remount, umount, status and punch."""
 
 import argparse
 import errno
@@ -7,12 +7,11 @@ import json
 import logging
 import logging.handlers
 import os
-import subprocess
 import sys
 
-from . import STATUS_XATTR
+from . import REMOUNT_XATTR, STATUS_XATTR
 from . import options as mount_options
-from .mounttable import mounted_on
+from .mounttable import mounted_on, unmount
 from .release import NotOnHolefs, release
 
 MOUNT_HELP = f"""\
@@ -48,9 +47,25 @@ examples:
   holefs mount /mnt/pool -o size=4G,ram=1G
   mount -t fuse.holefs none /mnt/pool -o size=1G,nosuid,nodev
   fstab:  none /mnt/pool fuse.holefs size=1G,ram=256M,nosuid,nodev 0 0
+  mount -o remount,size=8G /mnt/pool      (see holefs remount --help)
 """
 
-COMMANDS = ("mount", "umount", "status", "punch")
+REMOUNT_HELP = """\
+size=, nr_blocks=, ram=, nr_inodes= and noswap change a running mount, and
+spill=DIR turns spill on if it is not on yet.  What is not named stays as
+it is.  Shrinking ram= moves the coldest data to spill while files stay in
+use, and returns once RAM fits.  Refused, with the reason, as tmpfs
+refuses: size= or nr_inodes= below what is in use, and what only a new
+mount can change (mode=, uid=, gid=, fsname=, reserve, allow_other and the
+mount flags).  Only root and the user who mounted it may remount.
+
+examples:
+  holefs remount /mnt/pool -o size=8G,ram=2G
+  mount -o remount,size=8G /mnt/pool
+  systemctl reload holefs@mnt-pool    # after editing /etc/holefs/mnt-pool.conf
+"""
+
+COMMANDS = ("mount", "remount", "umount", "status", "punch")
 
 
 def parse_size(text):
@@ -80,6 +95,16 @@ def build_parser():
     mount.add_argument("-f", "--foreground", action="store_true",
                        help="serve in the foreground (for systemd), logging to stderr")
     mount.add_argument("--debug", action="store_true", help="same as -o debug")
+
+    remount = sub.add_parser(
+        "remount", help="change size=, ram= or nr_inodes= of a running mount",
+        description="Change the options of a running holefs, as "
+        "`mount -o remount,OPTIONS` does.", epilog=REMOUNT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    remount.add_argument("mountpoint")
+    remount.add_argument("-o", dest="options", action="append", required=True,
+                         metavar="OPTIONS", help="options to change, as for mount; "
+                         "given more than once, they add up")
 
     umount = sub.add_parser("umount", help="unmount, also after the daemon died",
                             description="Unmount a holefs. Also cleans up a stale "
@@ -112,9 +137,13 @@ def build_parser():
 
 
 def fstab_form(argv):
-    """mount.fuse3 runs `holefs SOURCE MOUNTPOINT -o OPTIONS`: make it a mount."""
+    """mount.fuse3 runs `holefs SOURCE MOUNTPOINT -o OPTIONS`: make it a
+    mount, or a remount if OPTIONS say remount."""
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") and len(argv) >= 2:
         source, rest = argv[0], argv[1:]
+        options = rest[rest.index("-o") + 1:][:1] if "-o" in rest else []
+        if options and "remount" in options[0].split(","):
+            return ["remount", *rest]
         if source != "none" and "-o" in rest:
             i = rest.index("-o") + 1
             if i < len(rest) and "fsname=" not in rest[i]:
@@ -127,7 +156,7 @@ def main(argv=None):
     argv = fstab_form(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
-        return {"mount": cmd_mount, "umount": cmd_umount,
+        return {"mount": cmd_mount, "remount": cmd_remount, "umount": cmd_umount,
                 "status": cmd_status, "punch": cmd_punch}[args.command](args)
     except KeyboardInterrupt:
         return 130
@@ -236,22 +265,44 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
     os._exit(status)
 
 
-def cmd_umount(args):
-    mountpoint = os.path.realpath(args.mountpoint)
+def holefs_mounted_on(command, path):
+    """The mountpoint *path* names, or the one-line reason it is not a holefs's."""
+    mountpoint = os.path.realpath(path)
     fstype = mounted_on(mountpoint)
     if fstype is None:
-        return fail(f"umount: {args.mountpoint}: not mounted")
+        return None, f"{command}: {path}: not mounted"
     if fstype != "fuse.holefs":
-        return fail(f"umount: {args.mountpoint}: not a holefs mount (it is {fstype})")
+        return None, f"{command}: {path}: not a holefs mount (it is {fstype})"
+    return mountpoint, None
+
+
+def cmd_remount(args):
+    mountpoint, why = holefs_mounted_on("remount", args.mountpoint)
+    if why:
+        return fail(why)
+    try:
+        os.setxattr(mountpoint, REMOUNT_XATTR, ",".join(args.options).encode())
+    except OSError as e:
+        try:
+            why = os.getxattr(mountpoint, REMOUNT_XATTR).decode()
+        except OSError:  # the kernel refused, or the daemon said no more
+            why = e.strerror
+            if e.errno in (errno.EACCES, errno.EPERM):
+                why += "; only root and the user who mounted it may remount it"
+        return fail(f"remount: {args.mountpoint}: {why}")
+    return 0
+
+
+def cmd_umount(args):
+    mountpoint, why = holefs_mounted_on("umount", args.mountpoint)
+    if why:
+        return fail(why)
     from .mount import is_stale
 
     # A dead daemon's mount can only be detached.
-    lazy = args.lazy or is_stale(mountpoint)
-    result = subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), mountpoint],
-                            capture_output=True, text=True)
-    if result.returncode == 0:
+    reason = unmount(mountpoint, lazy=args.lazy or is_stale(mountpoint))
+    if reason is None:
         return 0
-    reason = result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
     hint = "; close what uses it, or give -l" if "busy" in reason else ""
     return fail(f"umount: {args.mountpoint}: {reason}{hint}")
 

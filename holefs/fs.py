@@ -1,13 +1,12 @@
 """The FUSE operations: request handlers over the namespace and store.
 
-No handler awaits anything.  pyfuse3 runs each of `Operations`' handlers as
-a trio task, so a handler without an await point runs from start to finish
-without another trio task interleaving.  `FastPath` holds the handlers that
-the C shim calls synchronously, without trio: read, write, fallocate, lseek,
-lookup, getattr, create and unlink, and the dropping of set-ID bits, under
-the contract written at the top of holefs/_shim.c; the shim's worker
-threads call them beside trio's thread.  So every handler holds
-`FastPath.lock` while it runs, and every request is atomic.
+pyfuse3 runs each of `Operations`' handlers as a trio task.  `FastPath`
+holds the handlers that the C shim calls synchronously, without trio:
+read, write, fallocate, lseek, lookup, getattr, create and unlink, and the
+dropping of set-ID bits, under the contract written at the top of
+holefs/_shim.c; the shim's worker threads call them beside trio's thread.
+So every handler holds `FastPath.lock` while it runs, and every request is
+atomic.  Only remount awaits, between steps that each hold the lock.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -27,12 +26,14 @@ import threading
 
 import pyfuse3
 
+from . import REMOUNT_XATTR as REMOUNT_XATTR_NAME
 from . import STATUS_XATTR as STATUS_XATTR_NAME
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .extents import CHUNK, PAGE
 from .namespace import Namespace
 from .ratelimit import RateLimitedLog
+from .remount import Remount
 from .tiers import NoSpace
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ STATUS_XATTR = STATUS_XATTR_NAME.encode()
 SECURITY_CAPABILITY = b"security.capability"
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
+REMOUNT_XATTR = REMOUNT_XATTR_NAME.encode()
 
 
 def fuse_errors(handler):
@@ -117,11 +119,12 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, namespace: Namespace, store, options):
+    def __init__(self, namespace: Namespace, store, options, mountpoint):
         super().__init__()
         self.ns = namespace
         self.store = store
         self.options = options
+        self.remount = Remount(self, mountpoint)
         self.fast = FastPath(namespace, store, reserve=options.reserve)
         self._dirs = {}        # directory handle -> snapshot of entries
         self._next_dir_handle = 1
@@ -274,8 +277,16 @@ class Operations(pyfuse3.Operations):
 
     # Extended attributes ------------------------------------------------
 
+    async def setxattr(self, inode_id, name, value, ctx):
+        if name == REMOUNT_XATTR and inode_id == self.ns.root.id:
+            # The one handler that awaits: it changes the options at once,
+            # then moves RAM to spill in batches, yielding to requests.
+            await self.remount.request(value, ctx)
+        else:
+            await self._setxattr(inode_id, name, value, ctx)
+
     @fuse_errors
-    def setxattr(self, inode_id, name, value, ctx):
+    def _setxattr(self, inode_id, name, value, ctx):
         if name == STATUS_XATTR:
             raise OSError(errno.EPERM, "read-only attribute")
         if not name.startswith(XATTR_NAMESPACES):
@@ -294,6 +305,8 @@ class Operations(pyfuse3.Operations):
         inode = self.ns[inode_id]
         if name.startswith(STATUS_XATTR):
             return json.dumps(self.status(inode, name[len(STATUS_XATTR):])).encode()
+        if name == REMOUNT_XATTR and inode is self.ns.root:
+            return self.remount.reason(ctx.pid)
         try:
             return inode.xattrs[name]
         except (KeyError, TypeError):

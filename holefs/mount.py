@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import signal
-import socket
 import stat
 import sys
 
@@ -21,8 +20,9 @@ import trio
 from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import PAGE
 from .fs import CACHE_TIMEOUT, Operations
-from .mounttable import filesystem_type
+from .mounttable import filesystem_type, holders, unmount
 from .namespace import Namespace
+from .sdnotify import notify
 from .tiers import Store, open_ram_tier, open_spill_tier
 
 log = logging.getLogger("holefs")
@@ -108,20 +108,6 @@ async def _raise_readahead(mountpoint):
         log.debug("cannot raise readahead: %s", e)
 
 
-def notify(message):
-    """Send one sd_notify message, if systemd is listening."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        try:
-            sock.sendto(message.encode(), address)
-        except OSError as e:
-            log.warning("cannot notify systemd: %s", e)
-
-
 def format_usage(usage):
     mib = 1 << 20
     return (f"used {usage['used'] // mib} MiB of {usage['size'] // mib} MiB; "
@@ -139,19 +125,40 @@ async def _report_status(ops):
         await trio.sleep(STATUS_INTERVAL)
 
 
-async def _stop_on_signal():
-    """Unmount cleanly on SIGTERM, SIGINT or SIGHUP."""
+async def _unmount_on_signal(mountpoint):
+    """On SIGTERM, SIGINT or SIGHUP, do what umount(8) does: unmount, unless
+    the mount is busy; then say so, and go on serving, rather than detach
+    the mount from the programs that hold files in it."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s received, unmounting", signal.Signals(signum).name)
-            notify("STOPPING=1")
-            pyfuse3.terminate()
-            return
+            # In a thread: the kernel may ask this daemon to write back pages.
+            why = await trio.to_thread.run_sync(unmount, mountpoint)
+            if why is None:
+                notify("STOPPING=1")
+                return  # the kernel ends the session, and pyfuse3.main() returns
+            if "busy" in why:
+                why = busy_message(mountpoint, await trio.to_thread.run_sync(holders, mountpoint))
+                if os.environ.get("NOTIFY_SOCKET"):
+                    why += ("; if systemd is stopping the unit, it kills holefs when "
+                            "TimeoutStopSec= runs out, and they get ENOTCONN then")
+            log.warning("not unmounted, still serving: %s", why)
+
+
+def busy_message(mountpoint, users):
+    """Why a busy mount stays, for the journal: who holds it, with how many
+    files (where /proc lets holefs see), and how to force it."""
+    held = ", ".join(f"{command}[{pid}] ({count} file{'s' * (count != 1)})"
+                     for pid, (command, count) in sorted(users.items()))
+    who = f"held by {held}" if held else \
+        f"files are open there ('fuser -vm {mountpoint}' as root names who holds them)"
+    return (f"{mountpoint} is busy, {who}; signal again once they are closed, or detach "
+            f"it now with 'holefs umount -l {mountpoint}', which serves them until they close")
 
 
 async def _run(ops, mountpoint):
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_unmount_on_signal, mountpoint)
         nursery.start_soon(_report_status, ops)
         nursery.start_soon(_raise_readahead, mountpoint)
         await pyfuse3.main()
@@ -169,7 +176,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
         for warning in spill_warnings(options, store.spill):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
-    ops = Operations(namespace, store, options)
+    ops = Operations(namespace, store, options, mountpoint)
     _shim.install(ops.fast, options.threads, CACHE_TIMEOUT)
     sys.unraisablehook = _log_unraisable
 

@@ -1,7 +1,9 @@
-"""What the kernel's mount table says about a path: for messages and checks."""
+"""The kernel's mount table: what it says about a path, who keeps a mount
+busy, and taking a mount out of it."""
 
 import os
 import re
+import subprocess
 
 
 def _unescape(field):
@@ -35,3 +37,80 @@ def mounted_on(path):
             if _unescape(fields[1]) == path:
                 found = fields[2]
     return found
+
+
+def _mountinfo(path):
+    """The fields of the topmost mountinfo line for *path*, or None.  Reads
+    no path, so a daemon may ask about its own mount."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if _unescape(fields[4]) == path:
+                found = fields
+    return found
+
+
+def options_in_force(path):
+    """The kernel's options for the mount on *path*, per mount (rw, nosuid,
+    relatime) and per filesystem (user_id=0, allow_other): what mount(8)
+    repeats ahead of the new options on a remount."""
+    fields = _mountinfo(path)
+    if fields is None:
+        return set()
+    return set(fields[5].split(",")) | set(fields[fields.index("-") + 3].split(","))
+
+
+def holders(path):
+    """The processes that keep the mount on *path* busy, as {pid: (command,
+    count)}, counting their open files, mapped files and working directory
+    there.  Missing: those that the caller may not ptrace, such as other
+    users' without CAP_SYS_PTRACE."""
+    fields = _mountinfo(path)
+    if fields is None:
+        return {}
+    mount_id = fields[0]
+    major, minor = map(int, fields[2].split(":"))
+    device = f"{major:02x}:{minor:02x}"  # as /proc/PID/maps writes it
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            count = _open_in(pid, mount_id) + _mapped_in(pid, device) \
+                + (cwd == path or cwd.startswith(path + "/"))
+            if count:
+                with open(f"/proc/{pid}/comm") as f:
+                    found[int(pid)] = (f.read().strip(), count)
+        except OSError:
+            continue  # gone, or not ours to look at
+    return found
+
+
+def _open_in(pid, mount_id):
+    """How many of process *pid*'s descriptors are open on mount *mount_id*;
+    fdinfo tells without a stat, which could wait on the mount's daemon."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                count += f"mnt_id:\t{mount_id}\n" in f
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def _mapped_in(pid, device):
+    """How many files of the filesystem on *device* process *pid* maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return len({line.split()[4] for line in f if line.split()[3] == device})
+
+
+def unmount(path, lazy=False):
+    """Unmount *path* through fusermount3, as umount(8) would (or detach
+    it, with *lazy*); None if done, else the reason, as fusermount3 gives
+    it ("Device or resource busy")."""
+    result = subprocess.run(["fusermount3", "-u", *(["-z"] if lazy else []), path],
+                            capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    return result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"

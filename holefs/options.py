@@ -32,6 +32,19 @@ REFUSED = {
     "grpquota": "holefs has no quotas",
 }
 
+# Flags that are in force unless the mount table names their opposite.
+IMPLIED_FLAGS = {"rw": "ro", "suid": "nosuid", "dev": "nodev", "exec": "noexec",
+                 "async": "sync"}
+# Options that only a new mount can change, and what to do instead.
+FIXED = {
+    "mode": "the root directory's mode is set at mount; chmod the mountpoint instead",
+    "uid": "the root directory's owner is set at mount; chown the mountpoint instead",
+    "gid": "the root directory's group is set at mount; chgrp the mountpoint instead",
+    "fsname": "the source name is set at mount",
+    "reserve": "reserve applies to files from the mount on; unmount and mount again",
+    "threads": "the serving threads start with the mount; unmount and mount again",
+}
+
 DEFAULT_SPILL = "/var/tmp"
 SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # Bounds of what the kernel can take: the RAM memfd's size is an off_t,
@@ -190,3 +203,50 @@ def parse(text):
         fuse_flags=tuple(flags),
         no_effect=tuple(no_effect),
     )
+
+
+def _as_items(options):
+    """-o items that parse() turns back into *options*; sizes in k, which a
+    refusal may quote."""
+    items = [f"size={options.size >> 10}k", f"nr_inodes={options.nr_inodes}",
+             f"mode={options.mode:o}", f"uid={options.uid}", f"gid={options.gid}",
+             f"spill={options.spill}", f"fsname={options.fsname}",
+             f"threads={options.threads}", *options.fuse_flags]
+    if options.spills:  # else ram= follows a new size=, as when mounted
+        items.append(f"ram={options.ram >> 10}k")
+    return items + [flag for flag in ("reserve", "debug") if getattr(options, flag)]
+
+
+def remount(current, text, in_force):
+    """The options that `-o remount,TEXT` leaves on a mount that has
+    *current*, whose kernel options (from the mount table) are *in_force*.
+
+    As with mount(8), what TEXT names changes and the rest stays.  mount(8)
+    repeats the options in force (rw,nosuid,...,user_id=0) ahead of the new
+    ones, so those pass; what only a new mount can change is refused, with
+    the reason.
+    """
+    given = []
+    for item in filter(None, text.split(",")):
+        implied = item in IMPLIED_FLAGS and IMPLIED_FLAGS[item] not in in_force
+        if item == "remount" or item in in_force or implied:
+            continue
+        if item in FUSE_FLAGS:
+            flags = ",".join(sorted(in_force & (FUSE_FLAGS | set(IMPLIED_FLAGS.values()))))
+            raise OptionError(f"{item}: the mount's flags ({flags}) stay as mounted; "
+                              "unmount and mount again to change them")
+        given.append(item)
+    base = _as_items(current)
+    without_ram = [item for item in base if not item.startswith("ram=")]
+    keys = {item.partition("=")[0] for item in given}
+    # noswap means ram=size; and a size= below the ram= in force takes ram=
+    # down with it, as tmpfs users expect of the one cap they know.
+    if "noswap" in keys or (keys & {"size", "nr_blocks"} and "ram" not in keys and
+                            parse(",".join(without_ram + given)).size <= current.ram):
+        base = without_ram
+    new = parse(",".join(base + given))
+    for key, why in FIXED.items():
+        if getattr(new, key) != getattr(current, key):
+            item = next((i for i in reversed(given) if i.partition("=")[0] == key), key)
+            raise OptionError(f"{item}: {why}")
+    return new

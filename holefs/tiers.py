@@ -256,9 +256,27 @@ class Store:
             self._move(slot, self.ram)
             self._lru[slot] = None
 
+    def spill_excess(self, chunks):
+        """Move up to *chunks* of the coldest chunks to spill while RAM holds
+        more than ram=, which a remount lowered; return the pages moved."""
+        moved = 0
+        for _ in range(chunks):
+            if self.ram.pages <= self.ram_budget or not self._lru:
+                break
+            slot = next(iter(self._lru))
+            self._move(slot, self.spill)
+            moved += slot.pages
+        return moved
+
     def _make_room(self, pages):
-        """Evict the coldest RAM chunks until *pages* more fit in the budget."""
-        while self.ram.pages + pages > self.ram_budget:
+        """Evict the coldest RAM chunks until *pages* more fit in the budget.
+
+        While RAM holds more than the budget (ram= shrank, and spill_excess
+        is catching up), room is made for *pages* only, so that no request
+        waits for the whole excess to move.
+        """
+        ceiling = max(self.ram_budget, self.ram.pages)
+        while self.ram.pages + pages > ceiling:
             if self.spill is None:
                 raise NoSpace("ram= is full and there is no spill")
             if not self._lru:

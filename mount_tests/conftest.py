@@ -74,6 +74,15 @@ def force_unmount(path):
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
 
 
+def daemon_log(pid, mountpoint):
+    """What a background daemon logged: syslog's journal, or its log file."""
+    if os.path.exists("/dev/log"):
+        return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={pid}"],
+                              capture_output=True, text=True).stdout
+    with open(log_file(str(mountpoint))) as f:
+        return f.read()
+
+
 def assert_serves(m, name="still-serving"):
     """The daemon answers: a new file takes a write, a punch and a read."""
     data = os.urandom(3 * MiB)

@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from conftest import HOLEFS, is_mounted, run_holefs, wait_for
-from holefs.cli import log_file
+from conftest import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
 from holefs.extents import CHUNK
 
 
@@ -108,15 +107,6 @@ def test_nosuid_nodev_unless_asked_otherwise(tmp_path):
             run_holefs("umount", str(mnt), check=False)
 
 
-def daemon_log(pid, mountpoint):
-    """What a background daemon logged: syslog's journal, or its log file."""
-    if os.path.exists("/dev/log"):
-        return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"_PID={pid}"],
-                              capture_output=True, text=True).stdout
-    with open(log_file(str(mountpoint))) as f:
-        return f.read()
-
-
 def test_a_background_daemon_logs_somewhere(mount_holefs):
     m = mount_holefs("size=1M,debug")
     pid = m.pid
@@ -125,3 +115,11 @@ def test_a_background_daemon_logs_somewhere(mount_holefs):
     assert "No space left on device" in dd.stderr
     wait_for(lambda: "write refused: inode" in daemon_log(pid, m.path), what="the log")
     assert "DEBUG write fh=" in daemon_log(pid, m.path)
+
+
+def test_remount_is_documented():
+    assert "change size=, ram= or nr_inodes= of a running mount" in run_holefs("--help").stdout
+    out = run_holefs("remount", "--help").stdout
+    for text in ("mount -o remount,size=8G /mnt/pool", "systemctl reload holefs@mnt-pool",
+                 "returns once RAM fits", "Only root and the user who mounted it"):
+        assert text in out

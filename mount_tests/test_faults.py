@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conftest import (HOLEFS, MiB, assert_serves, drop_page_cache, force_unmount, is_mounted,
-                      run_holefs, wait_for)
+from conftest import (HOLEFS, Mount, MiB, assert_serves, drop_page_cache, force_unmount,
+                      is_mounted, run_holefs, wait_for)
 
 CONNECTION_GONE = {"ENOTCONN", "ECONNABORTED"}
 EXIT_TIMEOUT = 15  # generous: a client still there after this is hung
@@ -115,25 +115,78 @@ def test_kill_9_under_load(mount_holefs, clients):
     assert_serves(mount_holefs("size=256M"))
 
 
-def test_sigterm_under_load_unmounts_cleanly(tmp_path, clients):
-    """In-flight requests finish (clients see no short or wrong results),
-    then the daemon unmounts and exits 0; clients only see the mount gone."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    daemon = subprocess.Popen([HOLEFS, "mount", "-f", str(mnt), "-o", "size=256M"],
-                              stderr=subprocess.PIPE, text=True)
-    try:
+@pytest.fixture
+def foreground(tmp_path):
+    """Factory: a `holefs mount -f` daemon, its log in a file; killed after."""
+    daemons = []
+
+    def start(options="size=256M"):
+        mnt, log = tmp_path / "mnt", tmp_path / "daemon.log"
+        mnt.mkdir()
+        with open(log, "w") as f:
+            daemon = subprocess.Popen([HOLEFS, "mount", "-f", str(mnt), "-o", options],
+                                      stderr=f)
+        daemons.append((daemon, mnt))
         wait_for(lambda: is_mounted(mnt) or daemon.poll() is not None, what="mount")
-        assert is_mounted(mnt), daemon.stderr.read()
-        procs = clients(mnt)
-        daemon.send_signal(signal.SIGTERM)
-        _, log = daemon.communicate(timeout=60)
-        assert daemon.returncode == 0, log
-        assert "SIGTERM received" in log
-        assert not is_mounted(mnt)
-        wait_clients(procs)
-    finally:
+        assert is_mounted(mnt), log.read_text()
+        return daemon, mnt, log
+
+    yield start
+    for daemon, mnt in daemons:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
         force_unmount(mnt)
+
+
+def test_sigterm_on_an_idle_mount_unmounts(foreground):
+    daemon, mnt, log = foreground()
+    (mnt / "f").write_bytes(b"gone with the mount")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, log.read_text()
+    assert not is_mounted(mnt)
+    assert "INFO SIGTERM received, unmounting" in log.read_text()
+    assert f"INFO unmounted {mnt}" in log.read_text()
+
+
+def test_sigterm_on_a_busy_mount_keeps_serving_its_holder(foreground):
+    daemon, mnt, log = foreground()
+    data = os.urandom(4 * MiB)
+    (mnt / "held").write_bytes(data)
+    fd = os.open(mnt / "held", os.O_RDWR)
+    try:
+        daemon.send_signal(signal.SIGTERM)
+        wait_for(lambda: "still serving" in log.read_text(), what="the daemon to say why")
+        assert f"{mnt} is busy, held by " in log.read_text()
+        assert f"[{os.getpid()}] (1 file)" in log.read_text()
+        assert f"'holefs umount -l {mnt}'" in log.read_text()
+        assert daemon.poll() is None and is_mounted(mnt)
+        # The holder reads from the daemon, not from its page cache.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, len(data), 0) == data
+        assert os.pwrite(fd, b"still here", 0) == 10
+        assert_serves(Mount(mnt))
+        # As with umount(8), the next signal after the holder closes unmounts.
+    finally:
+        os.close(fd)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, log.read_text()
+    assert not is_mounted(mnt)
+
+
+def test_sigterm_under_load_keeps_serving(foreground, clients):
+    """Clients that loop on open files see no error and no short or wrong
+    result from a SIGTERM; once they are gone, SIGTERM unmounts."""
+    daemon, mnt, log = foreground()
+    procs = clients(mnt)
+    daemon.send_signal(signal.SIGTERM)
+    wait_for(lambda: "still serving" in log.read_text(), what="the daemon to say why")
+    assert f"{mnt} is busy, held by " in log.read_text()
+    assert log.read_text().count("(1 file)") == len(procs)
+    for p in procs:
+        assert p.poll() is None, p.stderr.read()
+        p.kill()
+        p.wait()
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, log.read_text()
+    assert not is_mounted(mnt)

@@ -1,9 +1,11 @@
-"""Mount option parsing, without a mount."""
+"""Mount option parsing, and remount's merging, without a mount."""
+
+import re
 
 import pytest
 
 from holefs.extents import CHUNK
-from holefs.options import OptionError, parse, parse_size, physical_memory
+from holefs.options import OptionError, parse, parse_size, physical_memory, remount
 
 
 @pytest.mark.parametrize("text,value", [
@@ -75,7 +77,40 @@ def test_tmpfs_options():
     assert [option for option, _ in opts.no_effect] == ["huge=always", "mpol=local", "inode64"]
 
 
+IN_FORCE = {"rw", "nosuid", "nodev", "relatime", "user_id=0", "group_id=0",
+            "default_permissions"}
+
+
+def test_remount_changes_what_it_names_and_keeps_the_rest():
+    current = parse("size=1G,ram=256M,nr_inodes=1000,mode=755,nosuid,nodev")
+    # What mount(8) passes: the options in force, then the new ones.
+    new = remount(current, "rw,nosuid,nodev,relatime,remount,user_id=0,group_id=0,"
+                  "default_permissions,size=2G", IN_FORCE)
+    assert (new.size, new.ram, new.nr_inodes, new.mode) == (2 << 30, 256 << 20, 1000, 0o755)
+    assert new.fuse_flags == current.fuse_flags
+
+
+def test_remount_takes_ram_down_with_size_and_follows_an_all_ram_size():
+    assert remount(parse("size=1G,ram=256M"), "size=128M", IN_FORCE).ram == 128 << 20
+    assert remount(parse("size=1G"), "size=2G", IN_FORCE).ram == 2 << 30
+    assert remount(parse("size=1G,ram=256M"), "noswap", IN_FORCE).ram == 1 << 30
+
+
+@pytest.mark.parametrize("text,message", [
+    ("ro", "ro: the mount's flags (nodev,nosuid,relatime,rw) stay as mounted"),
+    ("suid", "suid: the mount's flags"),
+    ("mode=700", "chmod the mountpoint"),
+    ("fsname=other", "fsname=other: the source name is set at mount"),
+    ("threads=8", "threads=8: the serving threads start with the mount"),
+    ("ram=2G", "larger than size"),
+])
+def test_remount_refuses_what_only_a_mount_can_change(text, message):
+    with pytest.raises(OptionError, match=re.escape(message)):
+        remount(parse("size=1G,mode=1777,nosuid,nodev"), text, IN_FORCE)
+
+
 def test_threads():
     assert parse("").threads == 2
     assert parse("threads=0").threads == 0
     assert "threads=4" in parse("threads=4").describe()
+    assert remount(parse("threads=4"), "size=1G,threads=4", IN_FORCE).threads == 4

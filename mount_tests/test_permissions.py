@@ -223,3 +223,19 @@ def test_spill_file_is_private_whatever_the_umask(mount_holefs, user, tmp_path):
     assert st.st_blocks * 512 >= 6 << 20
     # The user may read the file through the mount, but not the spill behind it.
     assert probe(user, ("read", m / "f"), ("read", spill)) == ["ok", "EACCES"]
+
+
+def test_the_owner_may_remount_its_mount(user, user_dir, dev_fuse_for_all):
+    assert as_user(user, HOLEFS, "mount", str(user_dir), "-o", "size=16M").returncode == 0
+    try:
+        result = as_user(user, HOLEFS, "remount", str(user_dir), "-o", "size=32M")
+        assert result.returncode == 0, result.stderr
+        status = as_user(user, HOLEFS, "status", "--json", str(user_dir)).stdout
+        assert json.loads(status)["size"] == 32 << 20
+        # Without allow_other, FUSE keeps even root out.
+        result = subprocess.run([HOLEFS, "remount", str(user_dir), "-o", "size=64M"],
+                                capture_output=True, text=True)
+        assert result.stderr == (f"holefs: remount: {user_dir}: Permission denied; only root "
+                                 "and the user who mounted it may remount it\n")
+    finally:
+        as_user(user, HOLEFS, "umount", str(user_dir))

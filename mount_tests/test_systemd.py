@@ -23,7 +23,9 @@ from nspawn import BootedSystem
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNIT_BIN = "/usr/local/bin/holefs"
 POOL, POOL_UNIT = "/mnt/pool", "holefs@mnt-pool.service"
-NORESTART = f"/run/systemd/system/{POOL_UNIT}.d/norestart.conf"
+POOL_CONF, POOL_OPTIONS = "/etc/holefs/mnt-pool.conf", b"HOLEFS_OPTIONS=size=64M,ram=16M\n"
+DROP_INS = f"/run/systemd/system/{POOL_UNIT}.d"
+NORESTART = f"{DROP_INS}/norestart.conf"
 FSTAB = ("none /mnt/fstabpool fuse.holefs size=32M 0 0\n"
          "none /mnt/fstabpool2 fuse.holefs size=16M,noauto 0 0\n")
 CONTAINER_MOUNTS = (POOL, "/mnt/my-pool", "/mnt/fstabpool", "/mnt/fstabpool2")
@@ -120,7 +122,7 @@ def container(tmp_path_factory):
         box.boot()
         box.run("cp", str(REPO / "systemd" / "holefs@.service"), "/etc/systemd/system/")
         box.run("mkdir", "-p", "/etc/holefs")
-        box.write("/etc/holefs/mnt-pool.conf", b"HOLEFS_OPTIONS=size=64M,ram=16M\n")
+        box.write(POOL_CONF, POOL_OPTIONS)
         box.systemctl("daemon-reload")
         yield box
     finally:
@@ -136,7 +138,8 @@ def pool(container):
     assert result.returncode == 0, container.journal(POOL_UNIT)
     yield container
     container.systemctl("stop", POOL_UNIT, check=False)
-    container.run("rm", "-rf", os.path.dirname(NORESTART))
+    container.run("rm", "-rf", DROP_INS)
+    container.write(POOL_CONF, POOL_OPTIONS)
     container.systemctl("daemon-reload")
     container.systemctl("reset-failed", POOL_UNIT, check=False)
     if container.mounts(POOL):
@@ -210,6 +213,49 @@ def test_stop_unmounts_cleanly(pool):
     wait_for(lambda: pool.mounts(POOL) == [], timeout=10, what=f"{POOL} to go; log:\n{log}")
     assert "INFO SIGTERM received, unmounting" in log
     assert f"INFO unmounted {POOL}" in log
+
+
+def test_reload_applies_the_edited_conf(pool):
+    data = PATTERN * 32
+    pool.write(f"{POOL}/big", data)  # 16 MiB in RAM, 16 MiB spilled
+    pool.write(POOL_CONF, b"HOLEFS_OPTIONS=size=128M,ram=8M\n")
+    pool.systemctl("reload", POOL_UNIT)
+    status = pool.status(POOL)
+    assert (status["size"], status["ram_budget"]) == (128 * MiB, 8 * MiB)
+    assert status["ram_used"] <= 8 * MiB and status["spill_used"] >= 24 * MiB
+    assert pool.run("df", "-B1M", "--output=size", POOL).stdout.split()[-1] == "128"
+    assert pool.read(f"{POOL}/big") == data
+
+    pool.write(POOL_CONF, b"HOLEFS_OPTIONS=size=1M\n")
+    refused = pool.run("systemctl", "reload", POOL_UNIT, check=False)
+    print(f"systemctl reload, refused: {refused.stderr.strip()}")
+    assert refused.returncode != 0 and f"Job for {POOL_UNIT} failed" in refused.stderr
+    assert "size=1.0 MiB is less than the 32.0 MiB in use" in pool.journal(POOL_UNIT)
+    assert pool.prop(POOL_UNIT, "ActiveState") == "active"
+    assert pool.status(POOL)["size"] == 128 * MiB
+    assert pool.read(f"{POOL}/big") == data
+
+
+def test_stop_with_files_open_says_so(pool):
+    pool.write(f"{DROP_INS}/timeout.conf", b"[Service]\nTimeoutStopSec=3s\n")
+    pool.systemctl("daemon-reload")
+    pool.write(f"{POOL}/f", PATTERN)
+    pool.run("systemd-run", "--unit=holder", "sh", "-c", f"exec 3<{POOL}/f; exec sleep 600")
+    try:
+        wait_for(lambda: pool.run("pgrep", "-x", "sleep", check=False).returncode == 0,
+                 what="the holder")
+        pool.systemctl("stop", "--no-block", POOL_UNIT)
+        wait_for(lambda: "still serving" in pool.journal(POOL_UNIT), what="the busy line")
+        log = pool.journal(POOL_UNIT)
+        # The hardened unit may not look into other processes: it says how to.
+        assert f"{POOL} is busy, files are open there ('fuser -vm {POOL}'" in log
+        assert "it kills holefs when TimeoutStopSec= runs out" in log
+        assert pool.read(f"{POOL}/f") == PATTERN  # still serving
+        pool.wait_state(POOL_UNIT, "failed")
+        assert pool.prop(POOL_UNIT, "Result") == "timeout"
+        assert pool.mounts(POOL) == []  # ExecStopPost took the dead mount away
+    finally:
+        pool.systemctl("stop", "holder", check=False)
 
 
 def test_default_options_and_escaped_path(container):

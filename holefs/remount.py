@@ -1,0 +1,161 @@
+"""Live reconfiguration: `mount -o remount,...` and `holefs remount`.
+
+The CLI sets the holefs.remount xattr of the mount's root to the option
+text.  The kernel tells who asks: FUSE sends each request with the
+caller's uid, and only root or the mount's owner (the daemon's uid) may
+remount.  setxattr can return only an errno, so the reason for a refusal
+waits, under the caller's pid, for its getxattr of the same name; the
+daemon logs it too, for the journal of `systemctl reload`.
+
+size=, ram= and nr_inodes= change at once.  When ram= shrinks below what
+RAM holds, the coldest chunks move to spill a batch at a time, with trio
+serving requests between batches, and the remount returns when RAM fits.
+"""
+
+import errno
+import logging
+import os
+import time
+
+import pyfuse3
+import trio
+
+from . import options as mount_options
+from .cli import human
+from .extents import PAGE
+from .mounttable import options_in_force
+from .sdnotify import notify, reloading
+from .tiers import open_spill_tier
+
+log = logging.getLogger("holefs")
+
+SPILL_BATCH = 32
+"""Chunks (2 MiB) moved to spill between two yields to trio: about 4 ms of
+work (measured: 176 MiB in 0.35 s with 128), which bounds how long a
+request waits behind a ram= shrink."""
+REPLIES_KEPT = 64  # reasons waiting for callers that never ask
+
+
+class Refused(Exception):
+    """A remount that cannot happen: the errno for setxattr, and why."""
+
+    def __init__(self, code, why):
+        super().__init__(why)
+        self.errno = code
+
+
+class Remount:
+    """Serves the holefs.remount xattr of one mount."""
+
+    def __init__(self, ops, mountpoint):
+        self.ops = ops
+        self.mountpoint = mountpoint
+        self._reasons = {}  # pid -> why its last remount was refused
+
+    async def request(self, text, ctx):
+        """Remount with the option *text* for the caller *ctx*, or refuse
+        with EPERM or EINVAL, keeping the reason for reason()."""
+        self._reasons.pop(ctx.pid, None)
+        try:
+            if ctx.uid not in (0, os.getuid()):
+                raise Refused(errno.EPERM, f"only root or the mount's owner (uid {os.getuid()}) "
+                                           f"may remount it, not uid {ctx.uid}")
+            with self.ops.fast.lock:  # the shim's threads serve meanwhile
+                new, spill = self._plan(os.fsdecode(text))
+                notify(reloading())
+                self._apply(new, spill)
+            try:
+                await self._spill_excess()
+            finally:
+                notify("READY=1")
+        except Refused as e:
+            log.warning("remount of %s by uid %d refused: %s", self.mountpoint, ctx.uid, e)
+            self._reasons[ctx.pid] = str(e)
+            while len(self._reasons) > REPLIES_KEPT:
+                del self._reasons[next(iter(self._reasons))]
+            raise pyfuse3.FUSEError(e.errno) from None
+
+    def reason(self, pid):
+        """Why the last remount of process *pid* was refused.  Kept, not
+        popped: getxattr may ask twice, first for the size."""
+        try:
+            return self._reasons[pid].encode()
+        except KeyError:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+
+    def _plan(self, text):
+        """The new options, and a spill tier if they turn spill on; refuse
+        what does not fit what is in use, as tmpfs refuses (EINVAL)."""
+        ops = self.ops
+        store, current = ops.store, ops.options
+        try:
+            new = mount_options.remount(current, text, options_in_force(self.mountpoint))
+        except mount_options.OptionError as e:
+            raise Refused(errno.EINVAL, str(e)) from None
+        if new.size // PAGE < store.used:
+            raise Refused(errno.EINVAL, f"size={human(new.size)} is less than the "
+                                        f"{human(store.used * PAGE)} in use")
+        if new.nr_inodes < ops.ns.used_inodes:
+            raise Refused(errno.EINVAL, f"nr_inodes={new.nr_inodes} is less than the "
+                                        f"{ops.ns.used_inodes} inodes in use")
+        if store.spill is not None and new.spill != current.spill:
+            raise Refused(errno.EINVAL, f"spill={new.spill}: the spill file is open in "
+                                        f"{current.spill} and stays there until unmounted")
+        # RAM holds at most what is in use, which fits size=; so RAM beyond
+        # ram= means that ram= < size=, and spill is on.
+        excess = store.ram.pages - new.ram // PAGE
+        spill = None
+        if new.spills and store.spill is None:
+            try:
+                spill = open_spill_tier(new.spill)
+            except OSError as e:
+                in_ram = f"; ram={human(new.ram)} is less than the " \
+                    f"{human(store.ram.pages * PAGE)} in RAM" if excess > 0 else ""
+                raise Refused(errno.EINVAL, f"ram= below size= turns spill on, which "
+                                            f"failed: {e.strerror}{in_ram}") from None
+        tier = spill or store.spill
+        if excess > 0 and tier.free_pages() < excess:
+            if spill is not None:
+                os.close(spill.fd)
+            raise Refused(errno.ENOSPC, f"ram={human(new.ram)} would move "
+                                        f"{human(excess * PAGE)} to spill, but {new.spill} "
+                                        f"has {human(tier.free_pages() * PAGE)} free")
+        return new, spill
+
+    def _apply(self, new, spill):
+        ops = self.ops
+        store = ops.store
+        if spill is not None:
+            store.spill = spill
+        store.limit, store.ram_budget = new.size // PAGE, new.ram // PAGE
+        ops.ns.max_inodes = new.nr_inodes
+        ops.options = new
+        if new.debug:
+            logging.getLogger().setLevel(logging.DEBUG)
+        for option, why in new.no_effect:
+            log.warning("option %s has no effect: %s", option, why)
+        log.info("remounted %s: %s", self.mountpoint, new.describe())
+
+    async def _spill_excess(self):
+        """Move the coldest chunks to spill until RAM fits ram= again, a
+        batch at a time, serving requests in between."""
+        store = self.ops.store
+        if store.ram.pages <= store.ram_budget:
+            return
+        started, moved = time.monotonic(), 0
+        log.info("ram=%s: moving %s from RAM to spill", human(store.ram_budget * PAGE),
+                 human((store.ram.pages - store.ram_budget) * PAGE))
+        while store.ram.pages > store.ram_budget:
+            try:
+                with self.ops.fast.lock:  # held for one batch, never across an await
+                    step = store.spill_excess(SPILL_BATCH)
+            except OSError as e:
+                raise Refused(e.errno, f"moving RAM to spill stopped: {e.strerror}; "
+                                       f"{human(store.ram.pages * PAGE)} is in RAM") from None
+            if not step:
+                break
+            moved += step
+            await trio.sleep(0)
+        log.info("ram=%s reached: moved %s to spill in %.2f s",
+                 human(store.ram_budget * PAGE), human(moved * PAGE),
+                 time.monotonic() - started)
