@@ -64,6 +64,13 @@
  *     exception is a bug: it goes to sys.unraisablehook and the request
  *     gets EIO.
  *
+ * State has one owner, Python: the namespace, the extent maps and the
+ * tiers live in holefs's Python objects, and this file keeps none of it,
+ * only requests in flight.  So no piece of state has two copies to keep
+ * in step, and Python's tests of the maps cover the served path too.  The
+ * price is the GIL on every data request; a chunk index owned here, with
+ * Python asking through a small API, would remove it (RESULTS.md).
+ *
  * Capabilities, set in INIT on purpose rather than left to libfuse, whose
  * defaults differ between versions:
  *   - splice read, write and move: off.  Spliced receive would hand write
