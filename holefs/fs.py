@@ -55,8 +55,8 @@ REMOUNT_XATTR = REMOUNT_XATTR_NAME.encode()
 
 
 def fuse_errors(handler):
-    """Run a handler under the data lock; turn OSError into the matching
-    reply, and a bug into EIO, not a crash."""
+    """Run a handler under the fast path's lock; turn OSError into the
+    matching reply, and a bug into EIO, not a crash."""
     @functools.wraps(handler)
     async def wrapper(self, *args):
         try:
@@ -74,8 +74,8 @@ def fuse_errors(handler):
 
 
 def served(handler):
-    """Run a data-path handler under the data lock, and log at debug level
-    each error that it reports."""
+    """Run a fast-path handler under the lock, and log at debug level each
+    error that it reports (a name handler's inode shows as its fh)."""
     @functools.wraps(handler)
     def wrapper(self, fh, *args):
         try:
