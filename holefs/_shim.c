@@ -181,16 +181,22 @@ static int handler_errno(PyObject *cb)
 
 /* Calls a handler; the caller holds the GIL.  Returns a new reference, or
  * NULL with *err set. */
-static PyObject *call(PyObject *cb, int *err, const char *fmt, ...)
+static PyObject *vcall(PyObject *cb, int *err, const char *fmt, va_list va)
 {
-    va_list va;
-    va_start(va, fmt);
     PyObject *args = Py_VaBuildValue(fmt, va);
-    va_end(va);
     PyObject *out = args ? PyObject_CallObject(cb, args) : NULL;
     Py_XDECREF(args);
     if (out == NULL)
         *err = handler_errno(cb);
+    return out;
+}
+
+static PyObject *call(PyObject *cb, int *err, const char *fmt, ...)
+{
+    va_list va;
+    va_start(va, fmt);
+    PyObject *out = vcall(cb, err, fmt, va);
+    va_end(va);
     return out;
 }
 
@@ -344,16 +350,27 @@ static int to_entry(PyObject *cb, PyObject *result, struct fuse_entry_param *e)
     return err;
 }
 
-static void shim_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* Calls a LOOKUP or CREATE handler, taking the GIL: 0 with *e filled in,
+ * or an errno. */
+static int entry_from(PyObject *cb, struct fuse_entry_param *e, const char *fmt, ...)
 {
+    va_list va;
+    va_start(va, fmt);
     PyGILState_STATE gil = PyGILState_Ensure();
     int err = 0;
-    struct fuse_entry_param e;
-    PyObject *out = call(lookup_cb, &err, "(Ky)", (unsigned long long)parent, name);
+    PyObject *out = vcall(cb, &err, fmt, va);
+    va_end(va);
     if (out != NULL)
-        err = -to_entry(lookup_cb, out, &e);
+        err = -to_entry(cb, out, e);
     Py_XDECREF(out);
     PyGILState_Release(gil);
+    return err;
+}
+
+static void shim_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fuse_entry_param e;
+    int err = entry_from(lookup_cb, &e, "(Ky)", (unsigned long long)parent, name);
     if (err)
         fuse_reply_err(req, err);
     else
@@ -381,15 +398,9 @@ static void shim_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
                         struct fuse_file_info *fi)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int err = 0;
     struct fuse_entry_param e;
-    PyObject *out = call(create_cb, &err, "(KyIII)", (unsigned long long)parent, name,
+    int err = entry_from(create_cb, &e, "(KyIII)", (unsigned long long)parent, name,
                          (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid);
-    if (out != NULL)
-        err = -to_entry(create_cb, out, &e);
-    Py_XDECREF(out);
-    PyGILState_Release(gil);
     if (err) {
         fuse_reply_err(req, err);
         return;

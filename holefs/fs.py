@@ -411,8 +411,7 @@ class FastPath:
             inode = self.ns.lookup(self.ns[parent_id], name)
         except FileNotFoundError:
             return None
-        inode.lookups += 1
-        return attributes(inode)
+        return self._referenced(inode)
 
     @served
     def getattr(self, inode_id):
@@ -421,13 +420,17 @@ class FastPath:
     @served
     def create(self, parent_id, name, mode, uid, gid):
         """Make a regular file; its inode number is the file handle."""
-        inode = self.ns.create(self.ns[parent_id], name, mode, uid, gid)
-        inode.lookups += 1
-        return attributes(inode)
+        return self._referenced(self.ns.create(self.ns[parent_id], name, mode, uid, gid))
 
     @served
     def unlink(self, parent_id, name):
         self.release_if_unused(self.ns.unlink(self.ns[parent_id], name))
+
+    @staticmethod
+    def _referenced(inode):
+        """The attributes of a reply that gives the kernel a new reference."""
+        inode.lookups += 1
+        return attributes(inode)
 
     def release_if_unused(self, inode):
         """Free an inode and its data once no name and no kernel reference

@@ -108,7 +108,11 @@ async def _raise_readahead(mountpoint):
         log.debug("cannot raise readahead: %s", e)
 
 
-def format_usage(usage):
+def status_line(ops):
+    """The usage line for systemd's STATUS=, read under the fast path's lock
+    like any request."""
+    with ops.fast.lock:
+        usage = ops.usage()
     mib = 1 << 20
     return (f"used {usage['used'] // mib} MiB of {usage['size'] // mib} MiB; "
             f"RAM {usage['ram_used'] // mib}/{usage['ram_budget'] // mib} MiB; "
@@ -119,9 +123,7 @@ def format_usage(usage):
 async def _report_status(ops):
     """Keep systemd's STATUS= line current while serving."""
     while True:
-        with ops.fast.lock:
-            usage = ops.usage()
-        notify("STATUS=" + format_usage(usage))
+        notify("STATUS=" + status_line(ops))
         await trio.sleep(STATUS_INTERVAL)
 
 
@@ -193,9 +195,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,
                  options.spill if store.spill else "off")
-        with ops.fast.lock:
-            usage = ops.usage()
-        notify("READY=1\nSTATUS=" + format_usage(usage))
+        notify("READY=1\nSTATUS=" + status_line(ops))
         trio.run(_run, ops, mountpoint)
     log.info("unmounted %s", mountpoint)
 
