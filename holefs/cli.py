@@ -11,6 +11,7 @@ import sys
 
 from . import REMOUNT_XATTR, STATUS_XATTR
 from . import options as mount_options
+from .logtext import SafeFormatter
 from .mounttable import mounted_on, unmount
 from .release import NotOnHolefs, release
 
@@ -201,7 +202,7 @@ def setup_logging(debug, detached_from=None):
             form = f"%(asctime)s holefs[{os.getpid()}]: {form}"
         except OSError:
             pass  # nowhere to write: a daemon that serves beats one that logs
-    handler.setFormatter(logging.Formatter(form))
+    handler.setFormatter(SafeFormatter(form))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

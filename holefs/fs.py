@@ -31,6 +31,7 @@ from . import STATUS_XATTR as STATUS_XATTR_NAME
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .extents import CHUNK, PAGE
+from .logtext import quoted
 from .namespace import Namespace
 from .ratelimit import RateLimitedLog
 from .remount import Remount
@@ -49,28 +50,42 @@ MAX_FILE_SIZE = (1 << 63) - 1
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
 SECURITY_CAPABILITY = b"security.capability"
-XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
+# system.* holds only the POSIX ACLs, as on tmpfs.
+ACL_ACCESS = b"system.posix_acl_access"
+ACL_DEFAULT = b"system.posix_acl_default"
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", ACL_ACCESS, ACL_DEFAULT)
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 REMOUNT_XATTR = REMOUNT_XATTR_NAME.encode()
 
 
-def fuse_errors(handler):
-    """Run a handler under the fast path's lock; turn OSError into the
-    matching reply, and a bug into EIO, not a crash."""
+def guarded(handler):
+    """Turn what an async handler raises into a reply.  pyfuse3 ends its
+    main loop, and with it the mount, on any exception but FUSEError: so
+    OSError becomes its errno, and a bug becomes EIO with its traceback in
+    the log.  Every handler that pyfuse3 calls goes through here."""
     @functools.wraps(handler)
     async def wrapper(self, *args):
         try:
-            with self.fast.lock:
-                return handler(self, *args)
-        except OSError as e:
-            log.debug("%s: %s", handler.__name__, e.strerror)
-            raise pyfuse3.FUSEError(e.errno) from None
+            return await handler(self, *args)
         except pyfuse3.FUSEError:
             raise
+        except OSError as e:
+            log.debug("%s: %s", handler.__name__, e.strerror)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         except Exception:
             log.exception("%s failed", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+    wrapper.guarded = True
     return wrapper
+
+
+def fuse_errors(handler):
+    """A handler that runs whole under the fast path's lock, guarded."""
+    @functools.wraps(handler)
+    async def locked(self, *args):
+        with self.fast.lock:
+            return handler(self, *args)
+    return guarded(locked)
 
 
 def served(handler):
@@ -176,7 +191,7 @@ class Operations(pyfuse3.Operations):
     # Names --------------------------------------------------------------
 
     async def forget(self, inode_list):
-        # forget gets no reply, so an error here could only kill the loop.
+        # forget gets no reply, so an error here is only logged.
         try:
             with self.fast.lock:
                 self._forget(inode_list)
@@ -277,28 +292,24 @@ class Operations(pyfuse3.Operations):
 
     # Extended attributes ------------------------------------------------
 
+    @guarded
     async def setxattr(self, inode_id, name, value, ctx):
         if name == REMOUNT_XATTR and inode_id == self.ns.root.id:
             # The one handler that awaits: it changes the options at once,
             # then moves RAM to spill in batches, yielding to requests.
             await self.remount.request(value, ctx)
         else:
-            await self._setxattr(inode_id, name, value, ctx)
+            with self.fast.lock:
+                self._setxattr(inode_id, name, value, ctx)
 
-    @fuse_errors
     def _setxattr(self, inode_id, name, value, ctx):
         if name == STATUS_XATTR:
             raise OSError(errno.EPERM, "read-only attribute")
         if not name.startswith(XATTR_NAMESPACES):
             # As tmpfs and ext4: a name in no namespace would fail later,
             # when the file is copied to them.
-            raise OSError(errno.EOPNOTSUPP, "not in the user, trusted, security or system "
-                          "namespace")
-        inode = self.ns[inode_id]
-        if inode.xattrs is None:
-            inode.xattrs = {}
-        inode.xattrs[name] = value
-        inode.touch(modified=False)
+            raise OSError(errno.EOPNOTSUPP, "not in the user, trusted or security namespace")
+        self.ns.set_xattr(self.ns[inode_id], name, value)
 
     @fuse_errors
     def getxattr(self, inode_id, name, ctx):
@@ -318,12 +329,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     def removexattr(self, inode_id, name, ctx):
-        inode = self.ns[inode_id]
-        try:
-            del inode.xattrs[name]
-        except (KeyError, TypeError):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
-        inode.touch(modified=False)
+        self.ns.remove_xattr(self.ns[inode_id], name)
 
     # The filesystem -----------------------------------------------------
 
@@ -336,7 +342,7 @@ class Operations(pyfuse3.Operations):
         data.f_bfree = store.limit - store.used
         data.f_bavail = store.available()
         data.f_files = self.ns.max_inodes
-        data.f_ffree = data.f_favail = max(0, self.ns.max_inodes - self.ns.used_inodes)
+        data.f_ffree = data.f_favail = self.ns.free_inodes
         data.f_namemax = 255
         return data
 
@@ -351,7 +357,7 @@ class Operations(pyfuse3.Operations):
             return self.usage()
         runs = self.store.describe(inode.extents, inode.size) if inode.extents is not None \
             else []
-        if part.startswith(b".map.") and part[5:].isdigit():
+        if part.startswith(b".map.") and part[5:].isdigit() and len(part) < 30:
             first = int(part[5:])
             return {"map": runs[first:first + STATUS_RUNS]}
         if part:
@@ -376,7 +382,8 @@ class Operations(pyfuse3.Operations):
             "reserve": self.options.reserve,
             "options": self.options.describe(),
             "inodes_used": self.ns.used_inodes,
-            "inodes_free": max(0, self.ns.max_inodes - self.ns.used_inodes),
+            "inodes_free": self.ns.free_inodes,
+            "xattr_used": self.ns.xattr_bytes,
             "chunk": CHUNK,
             "pid": os.getpid(),
             "libfuse": _shim.libfuse()["version"],
@@ -453,7 +460,7 @@ class FastPath:
         why = getattr(error, "why", None)
         self._refusals.warning(
             "%s refused: inode %d%s, %d bytes at offset %d: %s%s%s",
-            how, inode.id, "" if path is None else f" ({os.fsdecode(path)})",
+            how, inode.id, "" if path is None else f" ({quoted(path)})",
             length, offset, error.strerror, f" ({why})" if why else "",
             "; the program learns of it only if it checks msync, fsync or close"
             if how == "writeback" else "")
@@ -532,8 +539,10 @@ class FastPath:
         if mode & stat.S_IXGRP or (mode & stat.S_ISGID and uid != 0
                                    and not in_group(inode.gid, gid, pid)):
             dropped &= ~stat.S_ISGID
-        capability = inode.xattrs.pop(SECURITY_CAPABILITY, None) if inode.xattrs else None
-        if dropped != mode or capability is not None:
+        capability = bool(inode.xattrs) and SECURITY_CAPABILITY in inode.xattrs
+        if capability:
+            self.ns.remove_xattr(inode, SECURITY_CAPABILITY)
+        if dropped != mode:
             inode.mode = dropped
             inode.touch(modified=False)
 

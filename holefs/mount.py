@@ -20,6 +20,7 @@ import trio
 from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import PAGE
 from .fs import CACHE_TIMEOUT, Operations
+from .logtext import quoted
 from .mounttable import filesystem_type, holders, unmount
 from .namespace import Namespace
 from .sdnotify import notify
@@ -150,7 +151,7 @@ async def _unmount_on_signal(mountpoint):
 def busy_message(mountpoint, users):
     """Why a busy mount stays, for the journal: who holds it, with how many
     files (where /proc lets holefs see), and how to force it."""
-    held = ", ".join(f"{command}[{pid}] ({count} file{'s' * (count != 1)})"
+    held = ", ".join(f"{quoted(command)}[{pid}] ({count} file{'s' * (count != 1)})"
                      for pid, (command, count) in sorted(users.items()))
     who = f"held by {held}" if held else \
         f"files are open there ('fuser -vm {mountpoint}' as root names who holds them)"

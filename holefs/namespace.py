@@ -13,6 +13,12 @@ from .extents import ExtentMap
 
 ROOT_INODE = 1
 NAME_MAX = 255
+# tmpfs (since Linux 6.6) charges inodes and xattrs to one budget of
+# nr_inodes * BOGO_INODE_SIZE bytes: an inode takes BOGO_INODE_SIZE, an
+# xattr simple_xattr_space() (fs/xattr.c).  With no nr_inodes limit,
+# neither is limited.
+BOGO_INODE_SIZE = 1024
+XATTR_OVERHEAD = 40
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -62,12 +68,23 @@ class Inode:
             self.atime_ns = time.time_ns()
 
 
+def xattr_space(name, value):
+    """What an xattr costs in the inode budget, as tmpfs counts it."""
+    return XATTR_OVERHEAD + len(name) + len(value)
+
+
 class Namespace:
-    """All inodes, by number, and the directory tree that names them."""
+    """All inodes, by number, and the directory tree that names them.
+
+    Invariant: xattr_bytes is the sum of xattr_space() over the xattrs of
+    every inode in `inodes`; with used_inodes, it fills the budget of
+    max_inodes * BOGO_INODE_SIZE, which df shows as free inodes.
+    """
 
     def __init__(self, max_inodes, root_mode, uid, gid):
         self.max_inodes = max_inodes
         self.inodes = {}
+        self.xattr_bytes = 0
         self._orphans = 0  # unlinked inodes that the kernel still references
         self._next_id = ROOT_INODE
         root = self._new(root_mode | stat.S_IFDIR, uid, gid)
@@ -83,6 +100,39 @@ class Namespace:
         moment after every unlink.
         """
         return len(self.inodes) - self._orphans
+
+    @property
+    def free_space(self):
+        """Bytes left in the inode budget, for inodes and xattrs."""
+        return self.max_inodes * BOGO_INODE_SIZE - self.used_inodes * BOGO_INODE_SIZE \
+            - self.xattr_bytes
+
+    @property
+    def free_inodes(self):
+        """What df shows as free inodes: the budget left, in inodes."""
+        return max(0, self.free_space // BOGO_INODE_SIZE)
+
+    def set_xattr(self, inode, name, value):
+        """Set an xattr, charging it first, as tmpfs does: a replaced value
+        is given back only once the new one fits."""
+        cost = xattr_space(name, value)
+        if self.free_space < cost:
+            raise fail(errno.ENOSPC)
+        if inode.xattrs is None:
+            inode.xattrs = {}
+        old = inode.xattrs.get(name)
+        inode.xattrs[name] = value
+        self.xattr_bytes += cost - (xattr_space(name, old) if old is not None else 0)
+        inode.touch(modified=False)
+
+    def remove_xattr(self, inode, name):
+        """Remove an xattr and give its space back; ENODATA if it is not set."""
+        try:
+            value = inode.xattrs.pop(name)
+        except (KeyError, AttributeError):
+            raise fail(errno.ENODATA) from None
+        self.xattr_bytes -= xattr_space(name, value)
+        inode.touch(modified=False)
 
     def __getitem__(self, id):
         try:
@@ -105,7 +155,7 @@ class Namespace:
     def create(self, parent, name, mode, uid, gid, rdev=0, target=None):
         """Make a new inode named *name* in *parent*."""
         self._check_new_name(parent, name)
-        if self.used_inodes >= self.max_inodes:
+        if self.free_space < BOGO_INODE_SIZE:
             raise fail(errno.ENOSPC)
         if parent.mode & stat.S_ISGID:
             # As tmpfs does: inherit the group, and directories the bit.
@@ -202,6 +252,8 @@ class Namespace:
         if inode.nlink == 0 and inode.lookups <= 0 and inode.id in self.inodes:
             del self.inodes[inode.id]
             self._orphans -= 1
+            self.xattr_bytes -= sum(xattr_space(name, value)
+                                    for name, value in (inode.xattrs or {}).items())
             return True
         return False
 

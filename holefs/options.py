@@ -46,7 +46,8 @@ FIXED = {
 }
 
 DEFAULT_SPILL = "/var/tmp"
-SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50,
+            "e": 1 << 60}
 # Bounds of what the kernel can take: the RAM memfd's size is an off_t,
 # statfs counts inodes in 64 bits, and uid_t -1 means "no owner".
 MAX_SIZE = (1 << 63) - CHUNK
@@ -105,38 +106,56 @@ def physical_memory():
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)(%?)", re.ASCII)
+MAX_DIGITS = 40  # far beyond any size; int() of thousands of digits is slow, then refused
+
+
 def parse_size(name, text, percent_of=None):
-    """Parse '4G', '512k', '1048576' or, where allowed, '50%'."""
-    match = re.fullmatch(r"(\d+)(%|[kmgtp]?)", text.strip().lower())
+    """Parse a size as tmpfs does (the kernel's memparse): a decimal, 0x hex
+    or 0-led octal number, an optional k, m, g, t, p or e suffix, and, where
+    *percent_of* is given, a final % of it.  Only ASCII digits count."""
+    match = NUMBER.fullmatch(text) if len(text) <= MAX_DIGITS else None
+    if match and match[3] and percent_of is None:
+        raise OptionError(f"{name}={text}: % is not allowed here")
     if not match:
-        raise OptionError(f"{name}={text}: expected a number with an optional "
-                          f"k, m, g, t or p suffix{' or %' if percent_of else ''}")
-    number, suffix = int(match[1]), match[2]
-    if suffix == "%":
-        if percent_of is None:
-            raise OptionError(f"{name}={text}: % is not allowed here")
+        allowed = " or %" if percent_of is not None else ""
+        if len(text) > MAX_DIGITS:
+            text = text[:MAX_DIGITS] + "..."
+        raise OptionError(f"{name}={text}: expected a number (decimal, 0x hex or 0-led "
+                          f"octal) with an optional k, m, g, t, p or e suffix{allowed}")
+    digits = match[1]
+    base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+    number = int(digits, base) * SUFFIXES[match[2].lower()]
+    if match[3]:
         return percent_of * number // 100
-    return number * SUFFIXES[suffix]
+    return number
 
 
 def round_to_chunk(value):
     return -(-value // CHUNK) * CHUNK
 
 
+def is_decimal(text):
+    """Only ASCII digits: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
+
+
 def _parse_id(name, text, lookup):
-    if text.isdigit():
+    if is_decimal(text):
         if int(text) > MAX_ID:
             raise OptionError(f"{name}={text}: larger than the largest id, {MAX_ID}")
         return int(text)
     try:
         return lookup(text)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         raise OptionError(f"{name}={text}: no such {'user' if name == 'uid' else 'group'}") from None
 
 
 def parse(text):
     """Turn a comma-separated -o string into MountOptions; as in mount(8), a
     later option overrides an earlier one."""
+    if "\0" in (text or ""):
+        raise OptionError("options may not hold a NUL character")
     memory = physical_memory()
     values = {}
     flags = []
@@ -184,7 +203,7 @@ def parse(text):
     if nr_inodes > MAX_INODES:
         raise OptionError(f"nr_inodes= must be at most {MAX_INODES}")
     threads = values.get("threads", str(DEFAULT_THREADS))
-    if not threads.isdigit() or int(threads) > MAX_THREADS:
+    if not is_decimal(threads) or int(threads) > MAX_THREADS:
         raise OptionError(f"threads={threads}: expected a number from 0 to {MAX_THREADS}")
     mode_text = values.get("mode", "1777")
     if not re.fullmatch(r"[0-7]{1,4}", mode_text):

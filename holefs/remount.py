@@ -101,9 +101,10 @@ class Remount:
         if new.size // PAGE < store.used:
             raise Refused(errno.EINVAL, f"size={human(new.size)} is less than the "
                                         f"{human(store.used * PAGE)} in use")
-        if new.nr_inodes < ops.ns.used_inodes:
+        charged = ops.ns.max_inodes - ops.ns.free_inodes
+        if new.nr_inodes < charged:
             raise Refused(errno.EINVAL, f"nr_inodes={new.nr_inodes} is less than the "
-                                        f"{ops.ns.used_inodes} inodes in use")
+                                        f"{charged} inodes in use, xattrs counted")
         if store.spill is not None and new.spill != current.spill:
             raise Refused(errno.EINVAL, f"spill={new.spill}: the spill file is open in "
                                         f"{current.spill} and stays there until unmounted")

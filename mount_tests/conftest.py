@@ -4,6 +4,7 @@ import contextlib
 import ctypes
 import os
 import pathlib
+import pwd
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
 MiB = 1 << 20
 NOBODY = 65534
+USER = "holefs-test-user"  # a system user that the tests create if missing
 
 
 RENAME_NOREPLACE = 1
@@ -223,3 +225,21 @@ def cprog(tmp_path_factory):
         return built[name]
 
     return compile
+
+
+@pytest.fixture(scope="session")
+def user():
+    """The test user's passwd entry; created if missing."""
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home",
+                        "--shell", "/usr/sbin/nologin", USER], check=True)
+        return pwd.getpwnam(USER)
+
+
+def as_user(user, *cmd, groups=()):
+    """Run a command as the test user, with only the given extra groups."""
+    ids = ["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"]
+    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                           *ids, *cmd], capture_output=True, text=True, timeout=60)

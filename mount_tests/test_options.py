@@ -2,6 +2,8 @@
 
 import re
 
+import hypothesis
+
 import pytest
 
 from holefs.extents import CHUNK
@@ -47,6 +49,7 @@ def test_fstab_noise_is_ignored():
 @pytest.mark.parametrize("text,message", [
     ("size=abc", "size=abc"),
     ("size=10x", "suffix"),
+    ("size=1Z", "suffix"),
     ("size", "needs a value"),
     ("ram=2G,size=1G", "larger than size"),
     ("inode32", "cannot promise 32 bits"),
@@ -114,3 +117,49 @@ def test_threads():
     assert parse("threads=0").threads == 0
     assert "threads=4" in parse("threads=4").describe()
     assert remount(parse("threads=4"), "size=1G,threads=4", IN_FORCE).threads == 4
+
+
+@pytest.mark.parametrize("text,value", [
+    ("0x10", 16), ("0X1f", 31), ("010", 8), ("0", 0), ("1e", 1 << 60), ("2E", 2 << 60),
+    ("1P", 1 << 50), ("0x1k", 1024),
+])
+def test_sizes_as_tmpfs_parses_them(text, value):
+    assert parse_size("size", text) == value
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "1²", "-1", "+1", " 1", "1 ", "09", "0x", "1kk",
+                                  "1%k", "9" * 5000, "1\0"])
+def test_sizes_refused(text):
+    with pytest.raises(OptionError, match="expected a number"):
+        parse_size("size", text, percent_of=100)
+
+
+@pytest.mark.parametrize("text", ["threads=²", "threads=٣", "uid=²", "gid=²", "uid=a\0b",
+                                  "size=" + "9" * 5000, "nr_inodes=" + "1" * 5000,
+                                  "mode=٧٥٥", "spill=/tmp\0x", "size=1\0"])
+def test_hostile_values_are_refused_clearly(text):
+    with pytest.raises(OptionError) as refused:
+        parse(text)
+    assert len(str(refused.value)) < 200
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.given(hypothesis.strategies.text(max_size=80))
+def test_any_text_parses_or_is_refused(text):
+    """Nothing but OptionError comes out of the parser or of remount's merge."""
+    for parse_it in (parse, lambda t: remount(parse("size=1G"), t, IN_FORCE)):
+        try:
+            parse_it(text)
+        except OptionError:
+            pass
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(hypothesis.strategies.lists(hypothesis.strategies.sampled_from(
+    ["size", "ram", "nr_inodes", "nr_blocks", "threads", "uid", "gid", "mode", "spill"]),
+    min_size=1, max_size=3), hypothesis.strategies.text(max_size=20))
+def test_any_value_of_a_known_option_parses_or_is_refused(keys, value):
+    try:
+        parse(",".join(f"{key}={value}" for key in keys))
+    except OptionError:
+        pass

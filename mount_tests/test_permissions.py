@@ -21,9 +21,8 @@ import tempfile
 
 import pytest
 
-from conftest import HOLEFS, force_unmount, is_mounted, wait_for
+from conftest import HOLEFS, as_user, force_unmount, is_mounted, wait_for
 
-USER = "holefs-test-user"
 GROUP = 4242  # a group that only the tests hand out
 
 # Runs operations named on the command line as OP:PATH and prints, one a
@@ -48,24 +47,6 @@ for arg in sys.argv[1:]:
     except OSError as e:
         print(errno.errorcode[e.errno])
 """
-
-
-@pytest.fixture(scope="session")
-def user():
-    """The test user's passwd entry; created if missing."""
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home",
-                        "--shell", "/usr/sbin/nologin", USER], check=True)
-        return pwd.getpwnam(USER)
-
-
-def as_user(user, *cmd, groups=()):
-    """Run a command as the test user, with only the given extra groups."""
-    ids = ["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"]
-    return subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                           *ids, *cmd], capture_output=True, text=True, timeout=60)
 
 
 def probe(user, *ops, groups=()):
