@@ -32,7 +32,8 @@
  *   INIT: pyfuse3's, then the capabilities that holefs relies on (below).
  * Everything else goes to pyfuse3, which runs its handler as a trio task.
  * Before any of them, a WRITE, SETATTR or OPEN that the kernel marks
- * KILL_SUIDGID calls the handler object's drop_setid first (see below).
+ * KILL_SUIDGID, and every FALLOCATE, calls the handler object's drop_setid
+ * first (see below).
  *
  * The handler object's data methods get the file handle (fh) that open or
  * create returned:
@@ -51,10 +52,12 @@
  *   create(parent, name, mode, uid, gid) -> attributes of a new regular
  *       file, referenced once; its inode number is its fh
  *   unlink(parent, name) -> None
- *   drop_setid(inode, uid, gid, pid) -> None: clear set-user-ID,
+ *   drop_setid(inode, uid, gid, pid, unchecked) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
- *       truncate or chown by that caller.  It gets the inode number: a
- *       truncate may come without a file handle.
+ *       truncate, chown or fallocate by that caller; *unchecked* (for
+ *       fallocate) says that the kernel did not check the caller's
+ *       CAP_FSETID.  It gets the inode number: a truncate may come without
+ *       a file handle.
  * A handler
  *   - must not await or block: it runs on a worker thread or inside
  *     pyfuse3's loop, and makes itself atomic with a lock of Python's;
@@ -63,6 +66,23 @@
  *   - reports a failure by raising OSError with its errno.  Any other
  *     exception is a bug: it goes to sys.unraisablehook and the request
  *     gets EIO.
+ *
+ * THE RULE FOR STATE THAT THE KERNEL CACHES
+ *
+ * The kernel caches attributes for cache_timeout, and believes only what
+ * it is told.  A reply that carries attributes (LOOKUP, GETATTR, CREATE,
+ * SETATTR, MKNOD, MKDIR, SYMLINK, LINK) tells it; a reply that carries none
+ * (WRITE, OPEN, FALLOCATE, SETXATTR) leaves it to mark some of them stale
+ * itself, which never includes the mode after a WRITE.  So any change that
+ * holefs makes to an inode's attributes beyond what the request's own
+ * reply tells the kernel must be followed, before that reply, by
+ * invalidate_attributes(inode), which any handler may call from any
+ * thread.  The places:
+ *   - drop_setid, after a WRITE, an O_TRUNC OPEN, a FALLOCATE or a
+ *     truncating SETATTR: the mode (exec honours a cached set-ID bit);
+ *   - setxattr of system.posix_acl_access, which changes the mode.
+ * Times that only holefs moves (atime, by relatime) are not pushed: the
+ * kernel's copy is at most cache_timeout old, as with any remote fs.
  *
  * State has one owner, Python: the namespace, the extent maps and the
  * tiers live in holefs's Python objects, and this file keeps none of it,
@@ -138,6 +158,7 @@ static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static PyObject *lookup_cb, *getattr_cb, *create_cb, *unlink_cb;
 static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
+static struct fuse_session *session; /* the mounted one, for notifications */
 static receive_fn real_receive;
 static process_fn real_process;
 static session_fd_fn real_session_fd;
@@ -518,6 +539,8 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
         return -1;
     }
     int res = real(se, mountpoint);
+    if (res == 0)
+        session = se;
 #if !LIBFUSE_KNOWS_KILLPRIV_V2
     static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
     if (res == 0)
@@ -589,11 +612,14 @@ static int served_here(const struct fuse_buf *buf)
 
 /* The inode whose set-ID bits and capability a request asks holefs to
  * drop before serving it, or 0.  The kernel marks a write, truncate or
- * O_TRUNC open by a caller without CAP_FSETID, and every chown. */
-static uint64_t setid_to_drop(const struct fuse_in_header *in)
+ * O_TRUNC open by a caller without CAP_FSETID, and every chown.  It does
+ * not mark a fallocate, which tmpfs treats as a write: for that one,
+ * *unchecked* says that holefs must look at the caller's capability. */
+static uint64_t setid_to_drop(const struct fuse_in_header *in, int *unchecked)
 {
     const void *arg = in + 1;
     size_t size = in->len - sizeof *in;
+    *unchecked = 0;
     switch (in->opcode) {
     case FUSE_WRITE:
         return size >= sizeof(struct fuse_write_in) &&
@@ -607,6 +633,9 @@ static uint64_t setid_to_drop(const struct fuse_in_header *in)
         return size >= sizeof(struct fuse_open_in) &&
                ((const struct fuse_open_in *)arg)->open_flags & FUSE_OPEN_KILL_SUIDGID
                ? in->nodeid : 0;
+    case FUSE_FALLOCATE:
+        *unchecked = 1;
+        return in->nodeid;
     default:
         return 0;
     }
@@ -628,14 +657,15 @@ static void before_dispatch(const struct fuse_buf *buf)
 #endif
         return;
     }
-    uint64_t inode = setid_to_drop(in);
+    int unchecked;
+    uint64_t inode = setid_to_drop(in, &unchecked);
     if (inode != 0 && drop_setid_cb != NULL) {
         int err;
         PyGILState_STATE gil = PyGILState_Ensure();
         /* An OSError leaves the bits alone (the inode is gone); the request
          * still goes on and gets its own answer. */
-        Py_XDECREF(call(drop_setid_cb, &err, "(KIII)", (unsigned long long)inode,
-                        in->uid, in->gid, in->pid));
+        Py_XDECREF(call(drop_setid_cb, &err, "(KIIIO)", (unsigned long long)inode,
+                        in->uid, in->gid, in->pid, unchecked ? Py_True : Py_False));
         PyGILState_Release(gil);
     }
 }
@@ -703,7 +733,6 @@ struct handed_over {
 static int workers_wanted;
 static int workers_running;
 static pthread_t workers[WORKERS_MAX];
-static struct fuse_session *session;
 static int session_fd = -1;
 static int handoff_fd = -1;
 static pthread_mutex_t handoff_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -816,7 +845,6 @@ static void start_workers(struct fuse_session *se)
     handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
     if (handoff_fd < 0)
         return;
-    session = se;
     session_fd = real_session_fd(se);
     while (workers_running < workers_wanted &&
            pthread_create(&workers[workers_running], NULL, worker_main, NULL) == 0)
@@ -865,8 +893,11 @@ int fuse_session_fd(struct fuse_session *se)
 void fuse_session_destroy(struct fuse_session *se)
 {
     destroy_fn real = (destroy_fn)dlvsym(RTLD_NEXT, "fuse_session_destroy", "FUSE_3.0");
-    if (se == session)
-        stop_workers();
+    if (se == session) {
+        if (handoff_fd >= 0)
+            stop_workers();
+        session = NULL;
+    }
     if (real != NULL)
         real(se);
 }
@@ -970,6 +1001,30 @@ static PyObject *shim_fallocate_fd(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Tells the kernel that an inode's attributes changed behind its back.
+ * A negative offset invalidates the attributes alone: the kernel takes no
+ * page lock, so this is safe while a request of that inode is unanswered,
+ * and it bumps the inode's attr_version, so a reply already on its way
+ * with the old attributes is dropped. */
+static PyObject *shim_invalidate_attributes(PyObject *self, PyObject *args)
+{
+    unsigned long long ino;
+    if (!PyArg_ParseTuple(args, "K", &ino))
+        return NULL;
+    int err = 0;
+    if (session != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        err = fuse_lowlevel_notify_inval_inode(session, (fuse_ino_t)ino, -1, 0);
+        Py_END_ALLOW_THREADS
+    }
+    /* ENOENT: the kernel holds no copy of the inode, so none is stale. */
+    if (err < 0 && err != -ENOENT) {
+        errno = -err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *shim_engaged(PyObject *self, PyObject *unused)
 {
     return PyBool_FromLong(engaged);
@@ -1019,6 +1074,9 @@ static PyMethodDef shim_methods[] = {
      "cache names and attributes; see the contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
+    {"invalidate_attributes", shim_invalidate_attributes, METH_VARARGS,
+     "invalidate_attributes(inode): make the kernel ask for the attributes\n"
+     "of *inode* again, after holefs changed them on its own."},
     {"engaged", shim_engaged, METH_NOARGS,
      "True once pyfuse3's session was created through the shim."},
     {"negotiated", shim_negotiated, METH_NOARGS,

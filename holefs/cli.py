@@ -282,10 +282,10 @@ def cmd_remount(args):
     if why:
         return fail(why)
     try:
-        os.setxattr(mountpoint, REMOUNT_XATTR, ",".join(args.options).encode())
+        os.setxattr(mountpoint, REMOUNT_XATTR, os.fsencode(",".join(args.options)))
     except OSError as e:
         try:
-            why = os.getxattr(mountpoint, REMOUNT_XATTR).decode()
+            why = os.fsdecode(os.getxattr(mountpoint, REMOUNT_XATTR))
         except OSError:  # the kernel refused, or the daemon said no more
             why = e.strerror
             if e.errno in (errno.EACCES, errno.EPERM):

@@ -30,8 +30,10 @@ from . import REMOUNT_XATTR as REMOUNT_XATTR_NAME
 from . import STATUS_XATTR as STATUS_XATTR_NAME
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from .credentials import CAP_FSETID, has_capability, in_group
 from .extents import CHUNK, PAGE
 from .logtext import quoted
+from .mounttable import mount_flags
 from .namespace import Namespace
 from .ratelimit import RateLimitedLog
 from .remount import Remount
@@ -115,21 +117,6 @@ def attributes(inode):
             inode.atime_ns, inode.mtime_ns, inode.ctime_ns)
 
 
-def in_group(group, gid, pid):
-    """Whether a caller whose fsgid is *gid* is in *group*, counting the
-    supplementary groups of its process *pid*, which FUSE does not send."""
-    if group == gid:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    return str(group) in line.split()[1:]
-    except OSError:
-        pass  # the caller is gone; its request counts as outside the group
-    return False
-
-
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -139,6 +126,7 @@ class Operations(pyfuse3.Operations):
         self.ns = namespace
         self.store = store
         self.options = options
+        self.mountpoint = mountpoint
         self.remount = Remount(self, mountpoint)
         self.fast = FastPath(namespace, store, reserve=options.reserve)
         self._dirs = {}        # directory handle -> snapshot of entries
@@ -380,7 +368,7 @@ class Operations(pyfuse3.Operations):
             "spill_allocated": spill.allocated_bytes() if spill else 0,
             "spill_dir": self.options.spill if spill else None,
             "reserve": self.options.reserve,
-            "options": self.options.describe(),
+            "options": self.options.describe(mount_flags(self.mountpoint)),
             "inodes_used": self.ns.used_inodes,
             "inodes_free": self.ns.free_inodes,
             "xattr_used": self.ns.xattr_bytes,
@@ -403,10 +391,12 @@ class FastPath:
     a later writeback that no program waits for.
     """
 
-    def __init__(self, namespace: Namespace, store, reserve=False):
+    def __init__(self, namespace: Namespace, store, reserve=False,
+                 invalidate=_shim.invalidate_attributes):
         self.ns = namespace
         self.store = store
         self.reserve = reserve
+        self.invalidate = invalidate  # of the kernel's cached attributes, by inode number
         self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
 
@@ -526,25 +516,35 @@ class FastPath:
         inode.touch()
 
     @served
-    def drop_setid(self, inode_id, uid, gid, pid):
-        """A write, truncate or chown that the kernel marked for it: clear
-        what the VFS would.  That is set-user-ID and security.capability,
-        and set-group-ID if the file is group-executable or the caller
-        (*uid*, *gid*, process *pid*) is neither root nor in its group."""
+    def drop_setid(self, inode_id, uid, gid, pid, unchecked=False):
+        """A write, truncate, chown or fallocate by the caller (*uid*, *gid*,
+        process *pid*): clear what the VFS would, and tell the kernel.
+
+        That is set-user-ID and security.capability on anything but a
+        directory, and set-group-ID if the file is group-executable or the
+        caller is not in its group and lacks CAP_FSETID.  The kernel marks
+        a write or truncate only for a caller without CAP_FSETID; for a
+        fallocate, *unchecked*, holefs asks /proc, as tmpfs would."""
         inode = self.ns[inode_id]
         mode = inode.mode
-        if not stat.S_ISREG(mode):
+        capability = bool(inode.xattrs) and SECURITY_CAPABILITY in inode.xattrs
+        if stat.S_ISDIR(mode) or not (mode & (stat.S_ISUID | stat.S_ISGID) or capability):
+            return
+        if unchecked and has_capability(pid, CAP_FSETID):
             return
         dropped = mode & ~stat.S_ISUID
-        if mode & stat.S_IXGRP or (mode & stat.S_ISGID and uid != 0
-                                   and not in_group(inode.gid, gid, pid)):
+        if mode & stat.S_IXGRP or (mode & stat.S_ISGID and not in_group(inode.gid, gid, pid)
+                                   and not has_capability(pid, CAP_FSETID)):
             dropped &= ~stat.S_ISGID
-        capability = bool(inode.xattrs) and SECURITY_CAPABILITY in inode.xattrs
         if capability:
             self.ns.remove_xattr(inode, SECURITY_CAPABILITY)
         if dropped != mode:
             inode.mode = dropped
             inode.touch(modified=False)
+            # Under handle_killpriv_v2 the kernel keeps the mode it cached
+            # after a write, and exec would honour the bits: see the rule in
+            # holefs/_shim.c.
+            self.invalidate(inode.id)
 
     @served
     def lseek(self, fh, offset, whence):

@@ -61,6 +61,17 @@ def options_in_force(path):
     return set(fields[5].split(",")) | set(fields[fields.index("-") + 3].split(","))
 
 
+def mount_flags(path):
+    """The flags that the kernel applied to the mount on *path*, in its
+    order (rw, nosuid, nodev, relatime, ...), and allow_other if given;
+    an ordinary user's FUSE mount is nosuid,nodev whatever it asked."""
+    fields = _mountinfo(path)
+    if fields is None:
+        return []
+    per_filesystem = fields[fields.index("-") + 3].split(",")
+    return fields[5].split(",") + [flag for flag in per_filesystem if flag == "allow_other"]
+
+
 def holders(path):
     """The processes that keep the mount on *path* busy, as {pid: (command,
     count)}, counting their open files, mapped files and working directory

@@ -84,8 +84,9 @@ class MountOptions:
         """Data beyond ram= goes to a spill file only when ram= < size=."""
         return self.ram < self.size
 
-    def describe(self):
-        """The options in force, as -o would give them, for holefs status."""
+    def describe(self, flags=None):
+        """The options in force, as -o would give them, for holefs status;
+        *flags*, what the kernel applied, in place of those asked for."""
         parts = [f"size={self.size >> 10}k", f"ram={self.ram >> 10}k",
                  f"nr_inodes={self.nr_inodes}", f"mode={self.mode:o}",
                  f"uid={self.uid}", f"gid={self.gid}"]
@@ -94,7 +95,7 @@ class MountOptions:
         if self.reserve:
             parts.append("reserve")
         parts.append(f"threads={self.threads}")
-        return ",".join(parts + list(self.fuse_flags))
+        return ",".join(parts + list(self.fuse_flags if flags is None else flags))
 
     def fuse_options(self):
         """The option set for pyfuse3.init()."""

@@ -85,7 +85,7 @@ class Remount:
         """Why the last remount of process *pid* was refused.  Kept, not
         popped: getxattr may ask twice, first for the size."""
         try:
-            return self._reasons[pid].encode()
+            return os.fsencode(self._reasons[pid])
         except KeyError:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
 

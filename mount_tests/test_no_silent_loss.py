@@ -134,7 +134,7 @@ def test_refusals_are_logged_with_file_range_and_reason(foreground, cprog):
     lines = log.read_text().splitlines()
     refused = [line for line in lines if " refused: " in line]
     assert re.fullmatch(
-        r"WARNING writeback refused: inode \d+ \(/dir/pool\), \d+ bytes at offset \d+: "
+        r"WARNING writeback refused: inode \d+ \('/dir/pool'\), \d+ bytes at offset \d+: "
         r"No space left on device \(size= is reached\); the program learns of it only "
         r"if it checks msync, fsync or close", refused[0]), refused[0]
     # Megabytes of refused writeback come as many requests; five lines say it.

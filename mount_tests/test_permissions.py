@@ -220,3 +220,16 @@ def test_the_owner_may_remount_its_mount(user, user_dir, dev_fuse_for_all):
                                  "and the user who mounted it may remount it\n")
     finally:
         as_user(user, HOLEFS, "umount", str(user_dir))
+
+
+def test_status_shows_the_flags_that_the_kernel_applied(user, user_dir, dev_fuse_for_all):
+    """fusermount3 makes an ordinary user's mount nosuid,nodev whatever it
+    asks for; status says what holds, not what was asked."""
+    mounted = as_user(user, HOLEFS, "mount", str(user_dir), "-o", "size=16M,suid,dev")
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        status = json.loads(as_user(user, HOLEFS, "status", "--json", str(user_dir)).stdout)
+        flags = status["options"].split(",")
+        assert {"nosuid", "nodev"} <= set(flags) and not {"suid", "dev"} & set(flags)
+    finally:
+        as_user(user, HOLEFS, "umount", str(user_dir))

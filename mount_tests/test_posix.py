@@ -145,7 +145,8 @@ def test_xattrs(fs):
     assert e.value.errno == errno.ENODATA
 
 
-@pytest.mark.parametrize("name", ["foo", "holefs.other", "usr.typo"])
+@pytest.mark.parametrize("name", ["foo", "holefs.other", "usr.typo", "system.foo",
+                                  "system.posix_acl_other"])
 def test_xattrs_outside_the_namespaces_are_refused_as_on_tmpfs(name, fs, small_tmpfs):
     for root in (fs.path, small_tmpfs("1M")):
         (root / "f").write_text("")

@@ -1,0 +1,320 @@
+"""A hostile local user against an allow_other, suid holefs, beside a
+kernel tmpfs that takes the same steps.
+
+holefs usually runs as root and serves every user of the machine, so each
+step here is run by the unprivileged test user on both filesystems, and
+what the user sees (modes, euids, errnos, counts) must be what tmpfs
+shows; each test also names the outcome, so that both going wrong fails.
+"""
+
+import errno
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import MiB, as_user, assert_serves, daemon_log, run_holefs
+
+
+@pytest.fixture
+def both(mount_holefs, small_tmpfs, user):
+    """Factory: {"holefs": path, "tmpfs": path} with the same -o options,
+    suid and dev as fstab gives them, and every user let in."""
+    made = {}
+
+    def make(options="size=64M"):
+        holefs = mount_holefs(f"{options},allow_other,suid,dev", name="holefs")
+        made["mount"] = holefs
+        size, _, rest = options.partition(",")
+        return {"holefs": holefs.path,
+                "tmpfs": small_tmpfs(size.partition("=")[2], options=rest)}
+    make.mounts = made
+    return make
+
+
+def hostile(user, script, *args):
+    """Run a Python *script* as the test user; its stdout, split in words."""
+    result = as_user(user, sys.executable, "-c", script, *map(str, args))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+# Each operation as the user, printing "ok" or the errno's name.
+OUTCOMES = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def fallocate(path, mode, offset, length):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)):
+            raise OSError(ctypes.get_errno(), "fallocate")
+    finally:
+        os.close(fd)
+def pwrite(path, direct=False):
+    import mmap
+    fd = os.open(path, os.O_WRONLY | (os.O_DIRECT if direct else 0))
+    try:
+        buf = mmap.mmap(-1, 4096)
+        os.pwritev(fd, [buf], 0)
+    finally:
+        os.close(fd)
+OPS = {
+    "write": pwrite,
+    "write_direct": lambda p: pwrite(p, direct=True),
+    "allocate": lambda p: fallocate(p, 0, 0, 8192),
+    "punch": lambda p: fallocate(p, 3, 0, 4096),
+    "truncate": lambda p: os.truncate(p, 1),
+    "otrunc": lambda p: os.close(os.open(p, os.O_WRONLY | os.O_TRUNC)),
+    "chmod": lambda p: os.chmod(p, 0o777),
+    "chown": lambda p: os.chown(p, os.getuid(), -1),
+    "utime_now": lambda p: os.utime(p),
+    "utime_set": lambda p: os.utime(p, (1, 1)),
+    "unlink": os.unlink,
+    "link": lambda p: os.link(p, p + ".link"),
+    "stat": os.stat,
+    "list": os.listdir,
+    "read": lambda p: open(p, "rb").close(),
+    "open_rw": lambda p: open(p, "r+b").close(),
+    "mknod_fifo": lambda p: os.mknod(p, stat.S_IFIFO | 0o644),
+    "mknod_chr": lambda p: os.mknod(p, stat.S_IFCHR | 0o644, os.makedev(1, 3)),
+    "set_trusted": lambda p: os.setxattr(p, "trusted.x", b"1"),
+    "set_security": lambda p: os.setxattr(p, "security.x", b"1"),
+    "set_user": lambda p: os.setxattr(p, "user.x", b"1"),
+    "set_system": lambda p: os.setxattr(p, "system.x", b"1"),
+    "mode": lambda p: print(oct(stat.S_IMODE(os.stat(p).st_mode)), end=":"),
+}
+import stat
+for arg in sys.argv[1:]:
+    op, _, path = arg.partition(":")
+    try:
+        OPS[op](path)
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"""
+
+
+def outcomes(user, *steps):
+    """What the user gets from each (op, path) step."""
+    return hostile(user, OUTCOMES, *(f"{op}:{path}" for op, path in steps))
+
+
+def mode(path):
+    return oct(stat.S_IMODE(os.lstat(path).st_mode))
+
+
+def test_an_overwritten_setuid_file_runs_as_its_writer(both, user):
+    """The kernel cached the mode; holefs cleared the bit behind it and
+    must tell it, or exec honours the stale bit and the user is root."""
+    seen = {}
+    for fs, root in both().items():
+        sid = root / "sid"
+        sid.write_bytes(open("/usr/bin/id", "rb").read())
+        sid.chmod(0o4777)
+        os.stat(sid)  # the kernel caches the mode now
+        assert outcomes(user, ("write", sid)) == ["ok"]
+        # The write put a page of zeros at the start: put the program back.
+        result = hostile(user, "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); "
+                         "os.pwrite(fd, open('/usr/bin/id', 'rb').read(), 0)", sid)
+        assert result == []
+        seen[fs] = (as_user(user, str(sid), "-u").stdout.strip(), mode(sid),
+                    hostile(user, "import os, sys; print(oct(os.stat(sys.argv[1]).st_mode))",
+                            sid))
+    assert seen["holefs"] == seen["tmpfs"] == \
+        (str(user.pw_uid), "0o777", [oct(stat.S_IFREG | 0o777)])
+
+
+SETID_CASES = ["write", "write_direct", "allocate", "punch", "truncate", "otrunc"]
+
+
+@pytest.mark.parametrize("bits", [0o6777, 0o2666])
+def test_writes_by_another_user_clear_the_set_id_bits(both, user, bits):
+    """Buffered and O_DIRECT writes, fallocate, punch, truncate and an
+    O_TRUNC open, each by a user outside the file's group; with 2666 the
+    set-group-ID bit goes because the user is not in the group."""
+    seen = {}
+    for fs, root in both().items():
+        for op in SETID_CASES:
+            (root / op).write_bytes(bytes(8192))
+            (root / op).chmod(bits)
+            os.stat(root / op)
+        assert outcomes(user, *((op, root / op) for op in SETID_CASES)) == \
+            ["ok"] * len(SETID_CASES)
+        seen[fs] = {op: hostile(user, "import os, sys; print(oct(os.stat(sys.argv[1]).st_mode "
+                                "& 0o7777))", root / op)[0] for op in SETID_CASES}
+    assert seen["holefs"] == seen["tmpfs"] == dict.fromkeys(SETID_CASES, oct(bits & 0o777))
+
+
+def test_root_keeps_the_set_id_bits_where_cap_fsetid_lets_it(both):
+    for root in both().values():
+        f = root / "f"
+        f.write_bytes(bytes(8192))
+        f.chmod(0o6777)
+        with open(f, "r+b") as fh:
+            fh.write(b"x")
+            os.posix_fallocate(fh.fileno(), 0, 16384)
+        assert mode(f) == "0o6777", root
+
+
+def test_chown_clears_set_id_on_every_type_but_directories(both, user):
+    seen = {}
+    for fs, root in both().items():
+        made = {"file": root / "file", "fifo": root / "fifo", "chr": root / "chr",
+                "socket": root / "socket", "dir": root / "dir", "via_link": root / "target"}
+        made["file"].write_bytes(b"")
+        made["via_link"].write_bytes(b"")
+        os.mkfifo(made["fifo"])
+        os.mknod(made["chr"], stat.S_IFCHR | 0o644, os.makedev(1, 3))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(made["socket"]))
+        made["dir"].mkdir()
+        os.symlink("target", root / "link")
+        for path in made.values():
+            os.chmod(path, 0o6755)
+            os.stat(path)
+        for name, path in made.items():
+            os.chown(root / "link" if name == "via_link" else path, user.pw_uid, -1)
+        os.lchown(root / "link", user.pw_uid, -1)
+        seen[fs] = {name: mode(path) for name, path in made.items()} | \
+            {"link": mode(root / "link")}
+    assert seen["holefs"] == seen["tmpfs"] == {
+        "file": "0o755", "fifo": "0o755", "chr": "0o755", "socket": "0o755",
+        "dir": "0o6755", "via_link": "0o755", "link": "0o777"}
+
+
+def test_xattrs_are_charged_to_the_inode_budget(both, user):
+    """tmpfs charges each xattr to nr_inodes * 1 KiB: with 2,000 inodes the
+    32nd value of 64 KiB finds no room, and df shows the space as used."""
+    counting = r"""
+import errno, os, sys
+path = sys.argv[1]
+for i in range(1000):
+    try:
+        os.setxattr(path, f"user.{i}", bytes(65536))
+    except OSError as e:
+        print(i, errno.errorcode[e.errno], os.statvfs(path).f_ffree)
+        break
+"""
+    paths = both("size=64M,nr_inodes=2000")
+    mount = both.mounts["mount"]
+    rss = mount.rss()
+    seen = {}
+    for fs, root in paths.items():
+        (root / "f").write_bytes(b"")
+        os.chown(root / "f", user.pw_uid, user.pw_gid)
+        seen[fs] = hostile(user, counting, root / "f")
+    assert seen["holefs"] == seen["tmpfs"] == ["31", "ENOSPC", "12"], seen
+    assert mount.rss() - rss < 8 * MiB
+    status = mount.status()
+    assert status["inodes_free"] == 12 and status["xattr_used"] >= 31 * 65536
+    # Removing them gives the budget back, to xattrs and to files.
+    for root in paths.values():
+        for i in range(31):
+            os.removexattr(root / "f", f"user.{i}")
+    assert os.statvfs(paths["holefs"]).f_ffree == os.statvfs(paths["tmpfs"]).f_ffree > 1990
+    assert_serves(mount)
+
+
+def test_a_sticky_directory_guards_other_users_files(both, user):
+    steps = ["chmod", "chown", "utime_now", "utime_set", "unlink", "link", "open_rw"]
+    seen = {}
+    for fs, root in both().items():
+        (root / "roots").write_bytes(b"x")
+        (root / "roots").chmod(0o644)
+        seen[fs] = outcomes(user, *((op, root / "roots") for op in steps))
+        assert (root / "roots").exists()
+    assert seen["holefs"] == seen["tmpfs"] == \
+        ["EPERM", "EPERM", "EACCES", "EPERM", "EPERM", "EPERM", "EACCES"]
+
+
+def test_privileged_namespaces_and_devices(both, user):
+    steps = ["set_trusted", "set_security", "set_user", "set_system", "mknod_chr"]
+    seen = {}
+    for fs, root in both().items():
+        (root / "mine").write_bytes(b"")
+        os.chown(root / "mine", user.pw_uid, user.pw_gid)
+        seen[fs] = outcomes(user, *((op, root / "mine") for op in steps[:-1]),
+                            ("mknod_chr", root / "dev"), ("mknod_fifo", root / "fifo"))
+    assert seen["holefs"] == seen["tmpfs"] == \
+        ["EPERM", "EPERM", "ok", "ENOTSUP", "EPERM", "ok"]
+
+
+def test_a_device_on_a_nodev_mount_does_not_open(mount_holefs, small_tmpfs, user):
+    seen = {}
+    for fs, root in {"holefs": mount_holefs("size=16M,allow_other,nodev").path,
+                     "tmpfs": small_tmpfs("16M", options="nodev")}.items():
+        os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        seen[fs] = outcomes(user, ("read", root / "null"))
+    assert seen["holefs"] == seen["tmpfs"] == ["EACCES"]
+
+
+def test_files_in_a_directory_the_user_cannot_enter(both, user):
+    seen = {}
+    for fs, root in both().items():
+        (root / "closed").mkdir(mode=0o700)
+        (root / "closed" / "f").write_bytes(b"secret")
+        seen[fs] = outcomes(user, ("stat", root / "closed" / "f"),
+                            ("read", root / "closed" / "f"), ("list", root / "closed"),
+                            ("stat", root / "closed"))
+    assert seen["holefs"] == seen["tmpfs"] == ["EACCES", "EACCES", "EACCES", "ok"]
+
+
+def test_a_file_name_cannot_forge_a_log_line(mount_holefs, user):
+    """The daemon logs each refused write with the file's path: a name that
+    holds a newline shows escaped, on the daemon's own line."""
+    m = mount_holefs("size=1M,allow_other")
+    forged = "WARNING write refused: forged by the user"
+    name = f"x\n{forged}"
+    filling = r"""
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    try:
+        while True:
+            f.write(bytes(65536))
+            f.flush()
+    except OSError as e:
+        print(e.errno)
+"""
+    assert hostile(user, filling, m / name) == [str(errno.ENOSPC)]
+    log = daemon_log(m.pid, m.path)
+    assert "x\\nWARNING write refused" in log
+    assert not any(line.startswith(forged) or line.endswith(forged) and "x\\n" not in line
+                   for line in log.splitlines())
+
+
+REMOUNT_VALUES = ["threads=²", "uid=²", "gid=²", "size=" + "9" * 5000, "nr_inodes=١٢",
+                  "size=1\0G", "ram=\udcff", "size=", "=", "size=1G" * 1000,
+                  "mode=0x777", "spill=", "ram=1G,size=64M", "\n" * 100]
+
+
+def test_hostile_remount_and_status_values_leave_the_daemon_serving(mount_holefs, user):
+    """Refused with a reason, by the owner or another user; the mount is as
+    it was, and serves."""
+    m = mount_holefs("size=64M,allow_other")
+    before = m.status()
+    for value in REMOUNT_VALUES:
+        if "\0" not in value:  # no argument can hold one
+            result = run_holefs("remount", str(m.path), "-o", value, check=False)
+            assert result.returncode != 0 and "Traceback" not in result.stderr, value
+        with pytest.raises(OSError) as refused:
+            os.setxattr(m.path, "holefs.remount", os.fsencode(value))
+        assert refused.value.errno in (errno.EINVAL, errno.ENOSPC), value
+    for value in REMOUNT_VALUES[:4]:
+        assert hostile(user, "import errno, os, sys\ntry:\n"
+                       "    os.setxattr(sys.argv[1], 'holefs.remount', sys.argv[2].encode())\n"
+                       "except OSError as e:\n    print(errno.errorcode[e.errno])",
+                       m.path, value) == ["EPERM"]
+    for part in ["holefs.status.map." + "9" * 200, "holefs.status.map.-1",
+                 "holefs.status.x", "holefs.status.map.²"]:
+        with pytest.raises(OSError) as missing:
+            os.getxattr(m.path, part)
+        assert missing.value.errno == errno.ENODATA, part
+    after = m.status()
+    assert (after["options"], after["size"], after["pid"]) == \
+        (before["options"], before["size"], before["pid"])
+    assert "Traceback" not in daemon_log(m.pid, m.path)
+    assert_serves(m)
