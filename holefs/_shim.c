@@ -26,9 +26,9 @@
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
- *   GETXATTR of security.capability: answered ENODATA here until some file
- *       gets that attribute, since the kernel asks before a file's first
- *       write;
+ *   GETXATTR of security.capability and of the ACLs: answered ENODATA
+ *       here until some file gets one, since the kernel asks before a
+ *       file's first write, and for access checks;
  *   INIT: pyfuse3's, then the capabilities that holefs relies on (below).
  * Everything else goes to pyfuse3, which runs its handler as a trio task.
  * Before any of them, a WRITE, SETATTR or OPEN that the kernel marks
@@ -49,8 +49,10 @@
  *   lookup(parent, name) -> attributes, and the kernel holds one more
  *       reference; or None for a negative entry
  *   getattr(inode) -> attributes
- *   create(parent, name, mode, uid, gid) -> attributes of a new regular
- *       file, referenced once; its inode number is its fh
+ *   create(parent, name, mode, uid, gid, umask) -> attributes of a new
+ *       regular file, referenced once; its inode number is its fh.  The
+ *       kernel left the umask to it (DONT_MASK), since a default ACL of
+ *       the directory takes its place
  *   unlink(parent, name) -> None
  *   drop_setid(inode, uid, gid, pid, unchecked) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
@@ -105,6 +107,10 @@
  *     KILL_SUIDGID.  libfuse before 3.17 does not know the flag: the shim
  *     then adds it to the INIT reply itself, through libfuse's custom I/O.
  *   - atomic O_TRUNC: on where the kernel offers it; open() truncates.
+ *   - posix_acl and dont_mask: on.  The kernel checks access against the
+ *     ACLs that holefs stores (system.posix_acl_*), and leaves the umask
+ *     to holefs, which applies it only where no default ACL is inherited;
+ *     holefs keeps the mode and the ACL in step (holefs/acl.py).
  * libfuse 3.17 keeps them in want_ext, but still converts a changed `want`,
  * which pyfuse3 also uses; both are changed only through `want`.
  */
@@ -153,7 +159,6 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
                                 const char *name, const char *value,
                                 size_t size, int flags);
 static struct fuse_conn_info *conn_info;
-static int capabilities_set;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static PyObject *lookup_cb, *getattr_cb, *create_cb, *unlink_cb;
 static double cache_timeout; /* for names and attributes, from install() */
@@ -420,8 +425,9 @@ static void shim_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     struct fuse_entry_param e;
-    int err = entry_from(create_cb, &e, "(KyIII)", (unsigned long long)parent, name,
-                         (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid);
+    int err = entry_from(create_cb, &e, "(KyIIII)", (unsigned long long)parent, name,
+                         (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
+                         (unsigned int)ctx->umask);
     if (err) {
         fuse_reply_err(req, err);
         return;
@@ -461,6 +467,8 @@ static const struct {
     {"writeback_cache", FUSE_CAP_WRITEBACK_CACHE, 0},
     {"handle_killpriv", FUSE_CAP_HANDLE_KILLPRIV, 0},
     {"atomic_o_trunc", FUSE_CAP_ATOMIC_O_TRUNC, 1},
+    {"posix_acl", FUSE_CAP_POSIX_ACL, 1},
+    {"dont_mask", FUSE_CAP_DONT_MASK, 1},
 };
 #define N_CAPABILITIES (sizeof capabilities / sizeof capabilities[0])
 
@@ -554,17 +562,27 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
 
 /* The kernel asks for security.capability before a write, to know whether
  * the write must drop it: before every write without handle_killpriv_v2,
- * and with it before a file's first.  Until some file is given one, the
- * answer is known here, without the round trip through Python. */
-static int is_capability_lookup(const char *name)
+ * and with it before a file's first.  With ACLs on, it asks for an inode's
+ * access ACL when it checks a caller outside the owner class.  Until some
+ * file is given one of these, the answer (ENODATA) is known here, without
+ * the round trip through Python. */
+static const char *const answered_until_set[] = {
+    "security.capability", "system.posix_acl_access", "system.posix_acl_default"};
+#define N_ANSWERED (sizeof answered_until_set / sizeof answered_until_set[0])
+static int names_set[N_ANSWERED];
+
+static int answered_here(const char *name)
 {
-    return !capabilities_set && strcmp(name, "security.capability") == 0;
+    for (size_t i = 0; i < N_ANSWERED; i++)
+        if (strcmp(name, answered_until_set[i]) == 0)
+            return !names_set[i];
+    return 0;
 }
 
 static void shim_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                           size_t size)
 {
-    if (is_capability_lookup(name))
+    if (answered_here(name))
         fuse_reply_err(req, ENODATA);
     else
         pyfuse3_getxattr(req, ino, name, size);
@@ -573,8 +591,12 @@ static void shim_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                           const char *value, size_t size, int flags)
 {
-    if (strcmp(name, "security.capability") == 0)
-        capabilities_set = 1;
+    /* A default ACL passes on access ACLs that no setxattr brings. */
+    int acl = strncmp(name, "system.posix_acl_", 17) == 0;
+    for (size_t i = 0; i < N_ANSWERED; i++)
+        if (strcmp(name, answered_until_set[i]) == 0 ||
+            (acl && strncmp(answered_until_set[i], "system.posix_acl_", 17) == 0))
+            names_set[i] = 1;
     pyfuse3_setxattr(req, ino, name, value, size, flags);
 }
 
@@ -604,7 +626,7 @@ static int served_here(const struct fuse_buf *buf)
     case FUSE_GETXATTR:
         return in->len > sizeof *in + sizeof(struct fuse_getxattr_in) &&
                ((const char *)buf->mem)[in->len - 1] == '\0' &&
-               is_capability_lookup((const char *)(in + 1) + sizeof(struct fuse_getxattr_in));
+               answered_here((const char *)(in + 1) + sizeof(struct fuse_getxattr_in));
     default:
         return 0;
     }

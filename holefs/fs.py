@@ -28,7 +28,7 @@ import pyfuse3
 
 from . import REMOUNT_XATTR as REMOUNT_XATTR_NAME
 from . import STATUS_XATTR as STATUS_XATTR_NAME
-from . import _shim
+from . import _shim, acl
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .credentials import CAP_FSETID, has_capability, in_group
 from .extents import CHUNK, PAGE
@@ -53,9 +53,7 @@ MAX_FILE_SIZE = (1 << 63) - 1
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
 SECURITY_CAPABILITY = b"security.capability"
 # system.* holds only the POSIX ACLs, as on tmpfs.
-ACL_ACCESS = b"system.posix_acl_access"
-ACL_DEFAULT = b"system.posix_acl_default"
-XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", ACL_ACCESS, ACL_DEFAULT)
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", acl.ACCESS, acl.DEFAULT)
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 REMOUNT_XATTR = REMOUNT_XATTR_NAME.encode()
 
@@ -120,6 +118,7 @@ def attributes(inode):
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
+    enable_acl = True
 
     def __init__(self, namespace: Namespace, store, options, mountpoint):
         super().__init__()
@@ -163,6 +162,10 @@ class Operations(pyfuse3.Operations):
             inode.touch()
         if fields.update_mode:
             inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
+            access = (inode.xattrs or {}).get(acl.ACCESS)
+            if access is not None:
+                # The same size, so the charge for it stays as it is.
+                inode.xattrs[acl.ACCESS] = acl.build(acl.chmod(acl.parse(access), inode.mode))
         if fields.update_uid:
             inode.uid = attr.st_uid
         if fields.update_gid:
@@ -194,8 +197,7 @@ class Operations(pyfuse3.Operations):
                 self.fast.release_if_unused(inode)
 
     def _make(self, parent_id, name, mode, ctx, rdev=0, target=None):
-        return self.ns.create(self.ns[parent_id], name, mode, ctx.uid, ctx.gid,
-                              rdev, target)
+        return self.fast.make(parent_id, name, mode, ctx.uid, ctx.gid, ctx.umask, rdev, target)
 
     @fuse_errors
     def mknod(self, parent_id, name, mode, rdev, ctx):
@@ -297,7 +299,29 @@ class Operations(pyfuse3.Operations):
             # As tmpfs and ext4: a name in no namespace would fail later,
             # when the file is copied to them.
             raise OSError(errno.EOPNOTSUPP, "not in the user, trusted or security namespace")
-        self.ns.set_xattr(self.ns[inode_id], name, value)
+        inode = self.ns[inode_id]
+        if name == acl.ACCESS:
+            self._set_access_acl(inode, value, ctx)
+            return
+        if name == acl.DEFAULT:
+            if not inode.is_dir:
+                raise OSError(errno.EACCES, "a default ACL is for directories")
+            acl.parse(value)
+        self.ns.set_xattr(inode, name, value)
+
+    def _set_access_acl(self, inode, value, ctx):
+        """The mode follows the ACL, which is kept only where the mode
+        cannot say it; the kernel checked that the caller owns the file."""
+        keeps_setgid = in_group(inode.gid, ctx.gid, ctx.pid) or \
+            has_capability(ctx.pid, CAP_FSETID)
+        mode, kept = acl.set_access(value, inode.mode, keeps_setgid)
+        if kept is not None:
+            self.ns.set_xattr(inode, acl.ACCESS, kept)
+        elif acl.ACCESS in (inode.xattrs or {}):
+            self.ns.remove_xattr(inode, acl.ACCESS)
+        inode.mode = mode
+        inode.touch(modified=False)
+        self.fast.invalidate(inode.id)
 
     @fuse_errors
     def getxattr(self, inode_id, name, ctx):
@@ -415,9 +439,20 @@ class FastPath:
         return attributes(self.ns[inode_id])
 
     @served
-    def create(self, parent_id, name, mode, uid, gid):
+    def create(self, parent_id, name, mode, uid, gid, umask):
         """Make a regular file; its inode number is the file handle."""
-        return self._referenced(self.ns.create(self.ns[parent_id], name, mode, uid, gid))
+        return self._referenced(self.make(parent_id, name, mode, uid, gid, umask))
+
+    def make(self, parent_id, name, mode, uid, gid, umask, rdev=0, target=None):
+        """A new inode, with the ACLs that it inherits, or the umask applied:
+        INIT asks the kernel to leave the umask to holefs (DONT_MASK), as
+        the VFS does where a filesystem has ACLs."""
+        parent = self.ns[parent_id]
+        mode, access, default = acl.new_inode((parent.xattrs or {}).get(acl.DEFAULT), mode,
+                                              umask)
+        xattrs = {key: value for key, value in ((acl.ACCESS, access), (acl.DEFAULT, default))
+                  if value is not None}
+        return self.ns.create(parent, name, mode, uid, gid, rdev, target, xattrs)
 
     @served
     def unlink(self, parent_id, name):

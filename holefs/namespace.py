@@ -152,10 +152,12 @@ class Namespace:
         except KeyError:
             raise fail(errno.ENOENT) from None
 
-    def create(self, parent, name, mode, uid, gid, rdev=0, target=None):
-        """Make a new inode named *name* in *parent*."""
+    def create(self, parent, name, mode, uid, gid, rdev=0, target=None, xattrs=None):
+        """Make a new inode named *name* in *parent*, with *xattrs* (a dict,
+        such as its inherited ACLs), charged with it."""
         self._check_new_name(parent, name)
-        if self.free_space < BOGO_INODE_SIZE:
+        cost = sum(xattr_space(key, value) for key, value in (xattrs or {}).items())
+        if self.free_space < BOGO_INODE_SIZE + cost:
             raise fail(errno.ENOSPC)
         if parent.mode & stat.S_ISGID:
             # As tmpfs does: inherit the group, and directories the bit.
@@ -163,6 +165,9 @@ class Namespace:
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
         inode = self._new(mode, uid, gid, rdev)
+        if xattrs:
+            inode.xattrs = dict(xattrs)
+            self.xattr_bytes += cost
         inode.target = target
         if target is not None:
             inode.size = len(target)

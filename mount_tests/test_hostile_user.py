@@ -318,3 +318,63 @@ def test_hostile_remount_and_status_values_leave_the_daemon_serving(mount_holefs
         (before["options"], before["size"], before["pid"])
     assert "Traceback" not in daemon_log(m.pid, m.path)
     assert_serves(m)
+
+
+def acl_view(path):
+    """getfacl's view of a file, and its mode."""
+    out = subprocess.run(["getfacl", "-cp", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return mode(path), sorted(line.split("\t")[0] for line in out.splitlines() if line)
+
+
+def test_acls_are_enforced_and_keep_the_mode_in_step(both, user):
+    seen = {}
+    for fs, root in both().items():
+        denied, granted = root / "denied", root / "granted"
+        for path, mode_bits, entry in ((denied, 0o644, "---"), (granted, 0o600, "r")):
+            path.write_bytes(b"x")
+            path.chmod(mode_bits)
+            subprocess.run(["setfacl", "-m", f"u:{user.pw_name}:{entry}", str(path)],
+                           check=True)
+        reads = outcomes(user, ("read", denied), ("read", granted))
+        granted_acl = acl_view(granted)
+        granted.chmod(0o604)  # a chmod takes the mask with it
+        seen[fs] = (reads, granted_acl, acl_view(granted), outcomes(user, ("read", granted)))
+    assert seen["holefs"] == seen["tmpfs"]
+    reads, granted_acl, chmodded, after = seen["holefs"]
+    assert reads == ["EACCES", "ok"]
+    assert granted_acl == ("0o640", ["group::---", "mask::r--", "other::---", "user::rw-",
+                                     f"user:{user.pw_name}:r--"])
+    # With no group bits the kernel reads the mode alone: other may read.
+    assert chmodded[0] == "0o604" and "mask::---" in chmodded[1] and after == ["ok"]
+
+
+def test_default_acls_are_inherited_in_place_of_the_umask(both, user):
+    seen = {}
+    for fs, root in both().items():
+        top = root / "top"
+        top.mkdir()
+        top.chmod(0o777)
+        subprocess.run(["setfacl", "-d", "-m", f"u:{user.pw_name}:rwx,o::-", str(top)],
+                       check=True)
+        made = hostile(user, "import os, sys\nos.umask(0o077)\nd = sys.argv[1]\n"
+                       "os.close(os.open(d + '/file', os.O_CREAT | os.O_WRONLY, 0o666))\n"
+                       "os.mkdir(d + '/dir', 0o777)\nos.mkfifo(d + '/fifo', 0o666)\n"
+                       "os.symlink('file', d + '/link')", top)
+        assert made == []
+        seen[fs] = {name: acl_view(top / name) for name in ("file", "dir", "fifo")} | \
+            {"link": mode(top / "link")}
+    assert seen["holefs"] == seen["tmpfs"]
+    assert seen["holefs"]["file"] == ("0o660", ["group::rwx", "mask::rw-", "other::---",
+                                                "user::rw-", f"user:{user.pw_name}:rwx"])
+    assert "default:user:" + user.pw_name + ":rwx" in seen["holefs"]["dir"][1]
+
+
+def test_the_umask_applies_without_a_default_acl(both, user):
+    seen = {}
+    for fs, root in both().items():
+        hostile(user, "import os, sys\nos.umask(0o027)\nd = sys.argv[1]\n"
+                "os.close(os.open(d + '/file', os.O_CREAT | os.O_WRONLY, 0o666))\n"
+                "os.mkdir(d + '/dir', 0o777)\nos.mknod(d + '/fifo', 0o10666)", root)
+        seen[fs] = [mode(root / name) for name in ("file", "dir", "fifo")]
+    assert seen["holefs"] == seen["tmpfs"] == ["0o640", "0o750", "0o640"]

@@ -40,6 +40,8 @@ def test_init_settles_the_capabilities_holefs_relies_on(fs):
         "handle_killpriv": False,
         "handle_killpriv_v2": True,
         "atomic_o_trunc": True,
+        "posix_acl": True,
+        "dont_mask": True,
     }
     built_against = subprocess.run(["pkg-config", "--modversion", "fuse3"],
                                    capture_output=True, text=True, check=True).stdout.strip()
