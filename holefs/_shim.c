@@ -20,9 +20,9 @@
  * THE CONTRACT BETWEEN C AND PYTHON
  *
  * Opcodes served here, without trio (SERVED_IN_C below is the one list):
- *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, UNLINK: by the
- *       Python handler object given to install() (fs.FastPath), called
- *       synchronously with the GIL held;
+ *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, TMPFILE,
+ *       UNLINK: by the Python handler object given to install()
+ *       (fs.FastPath), called synchronously with the GIL held;
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
@@ -53,6 +53,8 @@
  *       regular file, referenced once; its inode number is its fh.  The
  *       kernel left the umask to it (DONT_MASK), since a default ACL of
  *       the directory takes its place
+ *   tmpfile(parent, mode, uid, gid, umask) -> the same, for a file with
+ *       no name (O_TMPFILE), whose nlink is 0 until LINK names it
  *   unlink(parent, name) -> None
  *   drop_setid(inode, uid, gid, pid, unchecked) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
@@ -160,13 +162,17 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
                                 size_t size, int flags);
 static struct fuse_conn_info *conn_info;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
-static PyObject *lookup_cb, *getattr_cb, *create_cb, *unlink_cb;
+static PyObject *lookup_cb, *getattr_cb, *create_cb, *tmpfile_cb, *unlink_cb;
 static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
 static struct fuse_session *session; /* the mounted one, for notifications */
 static receive_fn real_receive;
 static process_fn real_process;
 static session_fd_fn real_session_fd;
+
+/* The name that the kernel gives an O_TMPFILE's dentry, and that TMPFILE
+ * carries. */
+#define TMPFILE_NAME "/"
 
 #define WORKERS_MAX 16
 #define WORKER_BUFFER (256 * 4096 + 4096) /* libfuse's own: 256 pages and a header */
@@ -420,14 +426,20 @@ static void shim_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
     (void)fi;
 }
 
+/* CREATE, and TMPFILE in CREATE's form (before_dispatch): its name is
+ * "/", which no CREATE can have. */
 static void shim_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                         struct fuse_file_info *fi)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     struct fuse_entry_param e;
-    int err = entry_from(create_cb, &e, "(KyIIII)", (unsigned long long)parent, name,
-                         (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
-                         (unsigned int)ctx->umask);
+    int err = strcmp(name, TMPFILE_NAME) == 0
+        ? entry_from(tmpfile_cb, &e, "(KIIII)", (unsigned long long)parent,
+                     (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
+                     (unsigned int)ctx->umask)
+        : entry_from(create_cb, &e, "(KyIIII)", (unsigned long long)parent, name,
+                     (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
+                     (unsigned int)ctx->umask);
     if (err) {
         fuse_reply_err(req, err);
         return;
@@ -622,6 +634,7 @@ static int served_here(const struct fuse_buf *buf)
 #define CASE(opcode, field, handler) case opcode:
     SERVED_IN_C(CASE)
 #undef CASE
+    case FUSE_TMPFILE:
         return 1;
     case FUSE_GETXATTR:
         return in->len > sizeof *in + sizeof(struct fuse_getxattr_in) &&
@@ -664,13 +677,23 @@ static uint64_t setid_to_drop(const struct fuse_in_header *in, int *unchecked)
 }
 
 /* What every request needs before libfuse dispatches it: INIT's offer is
- * noted, and set-ID bits are dropped where the kernel asks. */
+ * noted, set-ID bits are dropped where the kernel asks, and a TMPFILE
+ * becomes the CREATE that it is in form (the same arguments, the same
+ * reply, the name "/"): pyfuse3 has no handler for it, nor libfuse
+ * before 3.17 an entry. */
 static void before_dispatch(const struct fuse_buf *buf)
 {
-    const struct fuse_in_header *in = buf->mem;
+    struct fuse_in_header *in = buf->mem;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof *in || in->len > buf->size ||
         in->len < sizeof *in)
         return;
+    if (in->opcode == FUSE_TMPFILE) {
+        const char *name = (const char *)(in + 1) + sizeof(struct fuse_create_in);
+        if (in->len >= sizeof *in + sizeof(struct fuse_create_in) + sizeof TMPFILE_NAME &&
+            memcmp(name, TMPFILE_NAME, sizeof TMPFILE_NAME) == 0)
+            in->opcode = FUSE_CREATE;
+        return;
+    }
     if (in->opcode == FUSE_INIT && in->len >= sizeof *in + sizeof(struct fuse_init_in)) {
         const struct fuse_init_in *init = (const void *)(in + 1);
         kernel_offers_killpriv_v2 = (init->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
@@ -987,9 +1010,9 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
     if (workers < 0 || workers > WORKERS_MAX)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
     PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
-                          &lookup_cb, &getattr_cb, &create_cb, &unlink_cb};
+                          &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb};
     const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
-                           "lookup", "getattr", "create", "unlink"};
+                           "lookup", "getattr", "create", "tmpfile", "unlink"};
     enum { N = sizeof names / sizeof names[0] };
     PyObject *methods[N];
     for (int i = 0; i < N; i++) {

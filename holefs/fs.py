@@ -443,6 +443,11 @@ class FastPath:
         """Make a regular file; its inode number is the file handle."""
         return self._referenced(self.make(parent_id, name, mode, uid, gid, umask))
 
+    @served
+    def tmpfile(self, parent_id, mode, uid, gid, umask):
+        """Make a regular file with no name (O_TMPFILE), for linkat to name."""
+        return self._referenced(self.make(parent_id, None, mode, uid, gid, umask))
+
     def make(self, parent_id, name, mode, uid, gid, umask, rdev=0, target=None):
         """A new inode, with the ACLs that it inherits, or the umask applied:
         INIT asks the kernel to leave the umask to holefs (DONT_MASK), as

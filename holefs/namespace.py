@@ -76,8 +76,10 @@ def xattr_space(name, value):
 class Namespace:
     """All inodes, by number, and the directory tree that names them.
 
-    Invariant: xattr_bytes is the sum of xattr_space() over the xattrs of
-    every inode in `inodes`; with used_inodes, it fills the budget of
+    Invariants: xattr_bytes is the sum of xattr_space() over the xattrs of
+    every inode in `inodes`; _orphans counts those that lost their last
+    name (nlink 0, parent set), and _extra_links the names beyond the first
+    of each non-directory.  With used_inodes they fill the budget of
     max_inodes * BOGO_INODE_SIZE, which df shows as free inodes.
     """
 
@@ -85,7 +87,8 @@ class Namespace:
         self.max_inodes = max_inodes
         self.inodes = {}
         self.xattr_bytes = 0
-        self._orphans = 0  # unlinked inodes that the kernel still references
+        self._orphans = 0
+        self._extra_links = 0
         self._next_id = ROOT_INODE
         root = self._new(root_mode | stat.S_IFDIR, uid, gid)
         root.parent = root
@@ -93,13 +96,14 @@ class Namespace:
 
     @property
     def used_inodes(self):
-        """Inodes that have a name, as tmpfs counts them.
+        """Inodes as tmpfs counts them: one for each inode that has a name
+        or has never had one (O_TMPFILE), and one for each extra hard link.
 
         An unlinked inode stays until the kernel forgets it, which it does
         a little later; counting it would make nr_inodes fill up for a
         moment after every unlink.
         """
-        return len(self.inodes) - self._orphans
+        return len(self.inodes) - self._orphans + self._extra_links
 
     @property
     def free_space(self):
@@ -154,8 +158,12 @@ class Namespace:
 
     def create(self, parent, name, mode, uid, gid, rdev=0, target=None, xattrs=None):
         """Make a new inode named *name* in *parent*, with *xattrs* (a dict,
-        such as its inherited ACLs), charged with it."""
-        self._check_new_name(parent, name)
+        such as its inherited ACLs), charged with it.  With *name* None it
+        gets no name (O_TMPFILE): link() may give it its first."""
+        if name is not None:
+            self._check_new_name(parent, name)
+        elif parent.nlink == 0:
+            raise fail(errno.ENOENT)
         cost = sum(xattr_space(key, value) for key, value in (xattrs or {}).items())
         if self.free_space < BOGO_INODE_SIZE + cost:
             raise fail(errno.ENOSPC)
@@ -171,13 +179,20 @@ class Namespace:
         inode.target = target
         if target is not None:
             inode.size = len(target)
-        self._attach(parent, name, inode)
+        if name is not None:
+            self._attach(parent, name, inode)
         return inode
 
     def link(self, inode, parent, name):
         if inode.is_dir:
             raise fail(errno.EPERM)
+        if inode.nlink == 0 and inode.parent is not None:
+            # As the VFS: of the inodes with no name, only one that never
+            # had one (O_TMPFILE) may get one.
+            raise fail(errno.ENOENT)
         self._check_new_name(parent, name)
+        if inode.nlink > 0 and self.free_space < BOGO_INODE_SIZE:
+            raise fail(errno.ENOSPC)
         self._attach(parent, name, inode)
         inode.touch(modified=False)
 
@@ -256,7 +271,8 @@ class Namespace:
         """Forget an inode that has neither names nor kernel references."""
         if inode.nlink == 0 and inode.lookups <= 0 and inode.id in self.inodes:
             del self.inodes[inode.id]
-            self._orphans -= 1
+            if inode.parent is not None:  # not an O_TMPFILE never named
+                self._orphans -= 1
             self.xattr_bytes -= sum(xattr_space(name, value)
                                     for name, value in (inode.xattrs or {}).items())
             return True
@@ -283,6 +299,7 @@ class Namespace:
         if inode.is_dir:
             parent.nlink += 1
         else:
+            self._extra_links += inode.nlink > 0
             inode.nlink += 1
         parent.touch()
 
@@ -294,6 +311,7 @@ class Namespace:
             inode.nlink = 0
         else:
             inode.nlink -= 1
+            self._extra_links -= inode.nlink > 0
         if inode.nlink == 0:
             self._orphans += 1
         inode.touch(modified=False)

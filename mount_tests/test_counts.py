@@ -79,6 +79,23 @@ def test_nr_inodes_holds(both):
     assert fits["holefs"] == fits["tmpfs"] == 4
 
 
+def links_that_fit(root):
+    (root / "f").write_text("x")
+    for i in range(100):
+        try:
+            os.link(root / "f", root / f"link{i}")
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+            return i
+    return None
+
+
+def test_each_extra_hard_link_takes_an_inode(both):
+    """As tmpfs counts them: the root, the file, then three more names."""
+    fits = {kind: links_that_fit(root) for kind, root in both(options="nr_inodes=5").items()}
+    assert fits["holefs"] == fits["tmpfs"] == 3
+
+
 OPS_ON_A_NAME = {
     "stat": os.stat,
     "chmod": lambda p: os.chmod(p, 0o600),

@@ -15,9 +15,14 @@ import stat
 import subprocess
 import sys
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 
-from conftest import MiB, as_user, assert_serves, daemon_log, run_holefs
+from conftest import (MiB, Mount, as_user, assert_serves, daemon_log, force_unmount,
+                      run_holefs)
+from holefs.mounttable import mount_flags, options_in_force
+from holefs.options import OptionError, parse, remount
 
 
 @pytest.fixture
@@ -320,6 +325,61 @@ def test_hostile_remount_and_status_values_leave_the_daemon_serving(mount_holefs
     assert_serves(m)
 
 
+# What a user might type, and what a hostile one might add.
+OPTION_WORDS = ["size", "ram", "nr_inodes", "nr_blocks", "threads", "uid", "gid", "mode",
+                "spill", "reserve", "ro", "suid", "debug", "=", ",", "0x", "0", "1", "9",
+                "k", "e", "%", "²", "١", "-", " ", "\n", "\0", "\udcff", "9" * 60]
+REMOUNT_TEXT = st.lists(st.sampled_from(OPTION_WORDS), max_size=12).map("".join)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory):
+    """One mount for all the examples: the daemon must outlive them all."""
+    path = tmp_path_factory.mktemp("fuzzed")
+    options = "size=64M,nr_inodes=4000"
+    run_holefs("mount", str(path), "-o", options)
+    m = Mount(path)
+    yield m, options
+    force_unmount(path)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(value=REMOUNT_TEXT | st.binary(max_size=300).map(os.fsdecode))
+def test_random_remount_values_are_refused_or_applied_as_the_parser_says(fuzzed, value):
+    """Each value either changes the mount as the option parser says it
+    would, or is refused with the mount unchanged; the daemon serves on."""
+    m, options = fuzzed
+    before = m.status()
+    try:
+        expected = remount(parse(options), value, options_in_force(str(m.path)))
+    except OptionError:
+        expected = None
+    try:
+        os.setxattr(m.path, "holefs.remount", os.fsencode(value))
+    except OSError as e:
+        hypothesis.event("refused")
+        assert e.errno == errno.EINVAL and expected is None, (value, e)
+        after = m.status()
+        assert (after["options"], after["size"]) == (before["options"], before["size"]), value
+    else:
+        hypothesis.event("applied")
+        assert expected is not None, value
+        assert m.status()["options"] == expected.describe(mount_flags(str(m.path))), value
+        os.setxattr(m.path, "holefs.remount", options.encode())
+    name = "holefs.status." + value.replace("\0", "")[:200]
+    try:
+        os.getxattr(m.path, name)
+    except OSError as e:
+        assert e.errno in (errno.ENODATA, errno.ERANGE), (name, e)
+    assert m.status()["pid"] == before["pid"]
+
+
+def test_the_fuzzed_daemon_still_serves(fuzzed):
+    m, _ = fuzzed
+    assert_serves(m)
+    assert "Traceback" not in daemon_log(m.pid, m.path)
+
+
 def acl_view(path):
     """getfacl's view of a file, and its mode."""
     out = subprocess.run(["getfacl", "-cp", str(path)], capture_output=True, text=True,
@@ -378,3 +438,59 @@ def test_the_umask_applies_without_a_default_acl(both, user):
                 "os.mkdir(d + '/dir', 0o777)\nos.mknod(d + '/fifo', 0o10666)", root)
         seen[fs] = [mode(root / name) for name in ("file", "dir", "fifo")]
     assert seen["holefs"] == seen["tmpfs"] == ["0o640", "0o750", "0o640"]
+
+
+TMPFILE = r"""
+import ctypes, errno, os, sys, tempfile
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+def name(fd, path):
+    if libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, path.encode(),
+                   AT_SYMLINK_FOLLOW):
+        return errno.errorcode[ctypes.get_errno()]
+    return "named"
+root, closed = sys.argv[1:]
+free = lambda: os.statvfs(root).f_ffree
+start = free()
+fd = os.open(root, os.O_TMPFILE | os.O_RDWR, 0o640)
+os.write(fd, b"data")
+st = os.fstat(fd)
+print(st.st_nlink, oct(st.st_mode), len(os.listdir(root)), start - free())
+print(name(fd, root + "/kept"), open(root + "/kept").read(), os.stat(root + "/kept").st_nlink)
+print(name(fd, root + "/kept"), name(fd, root + "/again"))
+os.close(fd)
+os.link(root + "/kept", root + "/second")
+print(start - free())
+fd = os.open(root, os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+print(name(fd, root + "/excl"))
+os.close(fd)
+with tempfile.TemporaryFile(dir=root) as f:
+    f.write(b"x")
+    f.seek(0)
+    print(f.read().decode())
+try:
+    os.open(closed, os.O_TMPFILE | os.O_RDWR, 0o600)
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+def test_o_tmpfile_files_are_named_by_linkat_as_on_tmpfs(both, user):
+    """An unnamed file counts as an inode while open, linkat from
+    /proc/self/fd names it once (not with O_EXCL), and each extra hard
+    link costs an inode, as on tmpfs."""
+    seen = {}
+    for fs, root in both("size=64M,nr_inodes=100").items():
+        (root / "closed").mkdir(mode=0o755)
+        seen[fs] = hostile(user, TMPFILE, root, root / "closed")
+    assert seen["holefs"] == seen["tmpfs"] == [
+        "0", "0o100640", "1", "1",
+        "named", "data", "1",
+        "EEXIST", "named",
+        "3",
+        "ENOENT",
+        "x",
+        "EACCES"], seen
+    mount = both.mounts["mount"]
+    assert mount.status()["inodes_used"] == 5  # root, closed, kept and its two more names
+    assert_serves(mount)
