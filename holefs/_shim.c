@@ -21,8 +21,9 @@
  *
  * Opcodes served here, without trio (SERVED_IN_C below is the one list):
  *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, TMPFILE,
- *       UNLINK: by the Python handler object given to install()
- *       (fs.FastPath), called synchronously with the GIL held;
+ *       UNLINK, and IOCTL's FS_IOC_[FS]GETFLAGS and [FS]SETFLAGS: by the Python
+ *       handler object given to install() (fs.FastPath), called
+ *       synchronously with the GIL held;
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
@@ -56,12 +57,14 @@
  *   tmpfile(parent, mode, uid, gid, umask) -> the same, for a file with
  *       no name (O_TMPFILE), whose nlink is 0 until LINK names it
  *   unlink(parent, name) -> None
- *   drop_setid(inode, uid, gid, pid, unchecked) -> None: clear set-user-ID,
+ *   get_flags(inode, as_xflags) -> chattr's flags, or FSGETXATTR's xflags;
+ *   set_flags(inode, flags, as_xflags) -> None
+ *   drop_setid(inode, uid, gid, pid, request) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
- *       truncate, chown or fallocate by that caller; *unchecked* (for
- *       fallocate) says that the kernel did not check the caller's
- *       CAP_FSETID.  It gets the inode number: a truncate may come without
- *       a file handle.
+ *       truncate, chown or fallocate by that caller; *request* is "write",
+ *       "setattr", "open" or "fallocate", the one the kernel does not
+ *       check the caller's CAP_FSETID for.  It gets the inode number: a
+ *       truncate may come without a file handle.
  * A handler
  *   - must not await or block: it runs on a worker thread or inside
  *     pyfuse3's loop, and makes itself atomic with a lock of Python's;
@@ -84,7 +87,8 @@
  * thread.  The places:
  *   - drop_setid, after a WRITE, an O_TRUNC OPEN, a FALLOCATE or a
  *     truncating SETATTR: the mode (exec honours a cached set-ID bit);
- *   - setxattr of system.posix_acl_access, which changes the mode.
+ *   - setxattr of system.posix_acl_access, which changes the mode;
+ *   - set_flags: the ctime.
  * Times that only holefs moves (atime, by relatime) are not pushed: the
  * kernel's copy is at most cache_timeout old, as with any remote fs.
  *
@@ -113,6 +117,7 @@
  *     ACLs that holefs stores (system.posix_acl_*), and leaves the umask
  *     to holefs, which applies it only where no default ACL is inherited;
  *     holefs keeps the mode and the ACL in step (holefs/acl.py).
+ *   - ioctl_dir: on, so that chattr works on directories too.
  * libfuse 3.17 keeps them in want_ext, but still converts a changed `want`,
  * which pyfuse3 also uses; both are changed only through `want`.
  */
@@ -123,6 +128,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -163,6 +169,7 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
 static struct fuse_conn_info *conn_info;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static PyObject *lookup_cb, *getattr_cb, *create_cb, *tmpfile_cb, *unlink_cb;
+static PyObject *get_flags_cb, *set_flags_cb;
 static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
 static struct fuse_session *session; /* the mounted one, for notifications */
@@ -459,6 +466,58 @@ static void shim_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
 }
 
+/* chattr's flags, the one thing that holefs serves by ioctl.  The kernel
+ * sends FS_IOC_GETFLAGS and SETFLAGS (flags as an int), or FSGETXATTR and
+ * FSSETXATTR (xflags in a struct fsxattr) itself, after its own checks
+ * (the owner, CAP_LINUX_IMMUTABLE); it reads them before each change.
+ * Any other ioctl of a program arrives unchecked, and gets ENOTTY. */
+static void shim_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+                       struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+                       size_t in_bufsz, size_t out_bufsz)
+{
+    int get = cmd == (unsigned int)FS_IOC_GETFLAGS || cmd == (unsigned int)FS_IOC_FSGETXATTR;
+    int set = cmd == (unsigned int)FS_IOC_SETFLAGS || cmd == (unsigned int)FS_IOC_FSSETXATTR;
+    int xflags = cmd == (unsigned int)FS_IOC_FSGETXATTR || cmd == (unsigned int)FS_IOC_FSSETXATTR;
+    struct fsxattr fsx = {0};
+    unsigned int value = 0;
+    void *out = xflags ? (void *)&fsx : (void *)&value;
+    size_t size = xflags ? sizeof fsx : sizeof value;
+    if (!(get && out_bufsz == size) && !(set && in_bufsz == size)) {
+        fuse_reply_err(req, ENOTTY);
+        return;
+    }
+    if (set) {
+        memcpy(out, in_buf, size);
+        if (xflags && (fsx.fsx_extsize || fsx.fsx_projid || fsx.fsx_cowextsize)) {
+            fuse_reply_err(req, EOPNOTSUPP); /* as tmpfs: no extent sizes, no projects */
+            return;
+        }
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err;
+    PyObject *as_xflags = xflags ? Py_True : Py_False;
+    long long ret = get
+        ? as_result(get_flags_cb, call(get_flags_cb, &err, "(KO)", (unsigned long long)ino,
+                                       as_xflags), &err)
+        : as_result(set_flags_cb, call(set_flags_cb, &err, "(KIO)", (unsigned long long)ino,
+                                       xflags ? fsx.fsx_xflags : value, as_xflags), &err);
+    PyGILState_Release(gil);
+    if (ret < 0) {
+        fuse_reply_err(req, (int)-ret);
+    } else if (get) {
+        if (xflags)
+            fsx.fsx_xflags = (unsigned int)ret;
+        else
+            value = (unsigned int)ret;
+        fuse_reply_ioctl(req, 0, out, size);
+    } else {
+        fuse_reply_ioctl(req, 0, NULL, 0);
+    }
+    (void)arg;
+    (void)fi;
+    (void)flags;
+}
+
 static void shim_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fuse_reply_err(req, 0);
@@ -481,6 +540,7 @@ static const struct {
     {"atomic_o_trunc", FUSE_CAP_ATOMIC_O_TRUNC, 1},
     {"posix_acl", FUSE_CAP_POSIX_ACL, 1},
     {"dont_mask", FUSE_CAP_DONT_MASK, 1},
+    {"ioctl_dir", FUSE_CAP_IOCTL_DIR, 1},
 };
 #define N_CAPABILITIES (sizeof capabilities / sizeof capabilities[0])
 
@@ -623,6 +683,7 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     X(FUSE_GETATTR, getattr, shim_getattr)       \
     X(FUSE_CREATE, create, shim_create)          \
     X(FUSE_UNLINK, unlink, shim_unlink)          \
+    X(FUSE_IOCTL, ioctl, shim_ioctl)             \
     X(FUSE_RELEASE, release, shim_release)
 
 static int served_here(const struct fuse_buf *buf)
@@ -646,30 +707,33 @@ static int served_here(const struct fuse_buf *buf)
 }
 
 /* The inode whose set-ID bits and capability a request asks holefs to
- * drop before serving it, or 0.  The kernel marks a write, truncate or
- * O_TRUNC open by a caller without CAP_FSETID, and every chown.  It does
- * not mark a fallocate, which tmpfs treats as a write: for that one,
- * *unchecked* says that holefs must look at the caller's capability. */
-static uint64_t setid_to_drop(const struct fuse_in_header *in, int *unchecked)
+ * drop before serving it, or 0, with the *request* named for drop_setid.
+ * The kernel marks a write, truncate or O_TRUNC open by a caller without
+ * CAP_FSETID, and every chown.  It does not mark a fallocate, which tmpfs
+ * treats as a write: for that one, holefs looks at the caller's
+ * capability itself. */
+static uint64_t setid_to_drop(const struct fuse_in_header *in, const char **request)
 {
     const void *arg = in + 1;
     size_t size = in->len - sizeof *in;
-    *unchecked = 0;
     switch (in->opcode) {
     case FUSE_WRITE:
+        *request = "write";
         return size >= sizeof(struct fuse_write_in) &&
                ((const struct fuse_write_in *)arg)->write_flags & FUSE_WRITE_KILL_SUIDGID
                ? in->nodeid : 0;
     case FUSE_SETATTR:
+        *request = "setattr";
         return size >= sizeof(struct fuse_setattr_in) &&
                ((const struct fuse_setattr_in *)arg)->valid & FATTR_KILL_SUIDGID
                ? in->nodeid : 0;
     case FUSE_OPEN:
+        *request = "open";
         return size >= sizeof(struct fuse_open_in) &&
                ((const struct fuse_open_in *)arg)->open_flags & FUSE_OPEN_KILL_SUIDGID
                ? in->nodeid : 0;
     case FUSE_FALLOCATE:
-        *unchecked = 1;
+        *request = "fallocate";
         return in->nodeid;
     default:
         return 0;
@@ -702,15 +766,15 @@ static void before_dispatch(const struct fuse_buf *buf)
 #endif
         return;
     }
-    int unchecked;
-    uint64_t inode = setid_to_drop(in, &unchecked);
+    const char *request = NULL;
+    uint64_t inode = setid_to_drop(in, &request);
     if (inode != 0 && drop_setid_cb != NULL) {
         int err;
         PyGILState_STATE gil = PyGILState_Ensure();
         /* An OSError leaves the bits alone (the inode is gone); the request
          * still goes on and gets its own answer. */
-        Py_XDECREF(call(drop_setid_cb, &err, "(KIIIO)", (unsigned long long)inode,
-                        in->uid, in->gid, in->pid, unchecked ? Py_True : Py_False));
+        Py_XDECREF(call(drop_setid_cb, &err, "(KIIIs)", (unsigned long long)inode,
+                        in->uid, in->gid, in->pid, request));
         PyGILState_Release(gil);
     }
 }
@@ -1010,9 +1074,11 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
     if (workers < 0 || workers > WORKERS_MAX)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
     PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
-                          &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb};
+                          &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb,
+                          &get_flags_cb, &set_flags_cb};
     const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
-                           "lookup", "getattr", "create", "tmpfile", "unlink"};
+                           "lookup", "getattr", "create", "tmpfile", "unlink",
+                           "get_flags", "set_flags"};
     enum { N = sizeof names / sizeof names[0] };
     PyObject *methods[N];
     for (int i = 0; i < N; i++) {

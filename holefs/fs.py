@@ -2,8 +2,8 @@
 
 pyfuse3 runs each of `Operations`' handlers as a trio task.  `FastPath`
 holds the handlers that the C shim calls synchronously, without trio:
-read, write, fallocate, lseek, lookup, getattr, create and unlink, and the
-dropping of set-ID bits, under the contract written at the top of
+read, write, fallocate, lseek, lookup, getattr, create, tmpfile and
+unlink, chattr's flags, and the dropping of set-ID bits, under the contract written at the top of
 holefs/_shim.c; the shim's worker threads call them beside trio's thread.
 So every handler holds `FastPath.lock` while it runs, and every request is
 atomic.  Only remount awaits, between steps that each hold the lock.
@@ -28,7 +28,7 @@ import pyfuse3
 
 from . import REMOUNT_XATTR as REMOUNT_XATTR_NAME
 from . import STATUS_XATTR as STATUS_XATTR_NAME
-from . import _shim, acl
+from . import _shim, acl, inodeflags
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .credentials import CAP_FSETID, has_capability, in_group
 from .extents import CHUNK, PAGE
@@ -152,6 +152,9 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def setattr(self, inode_id, attr, fields, fh, ctx):
         inode = self.ns[inode_id]
+        # tmpfs lets an append-only file's times be set to now; pyfuse3
+        # gives a time set to now as any other, so holefs refuses both.
+        inodeflags.check_unchanged(inode.flags)
         if fields.update_size:
             if attr.st_size <= inode.size:
                 # As tmpfs does, this also drops space reserved past EOF.
@@ -272,6 +275,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def open(self, inode_id, flags, ctx):
         inode = self.ns[inode_id]
+        inodeflags.check_open(inode.flags, flags)
         if flags & os.O_TRUNC and (inode.size or inode.extents):
             # INIT asks the kernel for atomic O_TRUNC: ours to do.  As on
             # tmpfs, it also drops space reserved past EOF of an empty file.
@@ -295,11 +299,12 @@ class Operations(pyfuse3.Operations):
     def _setxattr(self, inode_id, name, value, ctx):
         if name == STATUS_XATTR:
             raise OSError(errno.EPERM, "read-only attribute")
+        inode = self.ns[inode_id]
+        inodeflags.check_unchanged(inode.flags)
         if not name.startswith(XATTR_NAMESPACES):
             # As tmpfs and ext4: a name in no namespace would fail later,
             # when the file is copied to them.
             raise OSError(errno.EOPNOTSUPP, "not in the user, trusted or security namespace")
-        inode = self.ns[inode_id]
         if name == acl.ACCESS:
             self._set_access_acl(inode, value, ctx)
             return
@@ -341,7 +346,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     def removexattr(self, inode_id, name, ctx):
-        self.ns.remove_xattr(self.ns[inode_id], name)
+        inode = self.ns[inode_id]
+        inodeflags.check_unchanged(inode.flags)
+        self.ns.remove_xattr(inode, name)
 
     # The filesystem -----------------------------------------------------
 
@@ -507,6 +514,7 @@ class FastPath:
     @served
     def write(self, fh, offset, data, writeback=False):
         inode = self.ns[fh]
+        inodeflags.check_write(inode.flags, offset, inode.size)
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
@@ -538,6 +546,7 @@ class FastPath:
             raise OSError(errno.EINVAL, "negative offset or empty range")
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
+        inodeflags.check_fallocate(inode.flags, keeps_data=mode & ~FALLOC_FL_KEEP_SIZE == 0)
         if not mode & FALLOC_FL_KEEP_SIZE:
             self.grow(inode, end, "fallocate")
         if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
@@ -556,21 +565,25 @@ class FastPath:
         inode.touch()
 
     @served
-    def drop_setid(self, inode_id, uid, gid, pid, unchecked=False):
-        """A write, truncate, chown or fallocate by the caller (*uid*, *gid*,
-        process *pid*): clear what the VFS would, and tell the kernel.
+    def drop_setid(self, inode_id, uid, gid, pid, request):
+        """A *request* ("write", "setattr", "open" or "fallocate") by the
+        caller (*uid*, *gid*, process *pid*) that the VFS would clear
+        set-ID bits for: clear them, and tell the kernel.
 
         That is set-user-ID and security.capability on anything but a
         directory, and set-group-ID if the file is group-executable or the
         caller is not in its group and lacks CAP_FSETID.  The kernel marks
         a write or truncate only for a caller without CAP_FSETID; for a
-        fallocate, *unchecked*, holefs asks /proc, as tmpfs would."""
+        fallocate, which it does not mark, holefs asks /proc, as tmpfs
+        would."""
         inode = self.ns[inode_id]
         mode = inode.mode
         capability = bool(inode.xattrs) and SECURITY_CAPABILITY in inode.xattrs
         if stat.S_ISDIR(mode) or not (mode & (stat.S_ISUID | stat.S_ISGID) or capability):
             return
-        if unchecked and has_capability(pid, CAP_FSETID):
+        if not inodeflags.may_drop_setid(inode.flags, request):
+            return
+        if request == "fallocate" and has_capability(pid, CAP_FSETID):
             return
         dropped = mode & ~stat.S_ISUID
         if mode & stat.S_IXGRP or (mode & stat.S_ISGID and not in_group(inode.gid, gid, pid)
@@ -585,6 +598,22 @@ class FastPath:
             # after a write, and exec would honour the bits: see the rule in
             # holefs/_shim.c.
             self.invalidate(inode.id)
+
+    @served
+    def get_flags(self, inode_id, as_xflags):
+        """chattr's flags of the inode, as FS_IOC_GETFLAGS or (*as_xflags*)
+        FS_IOC_FSGETXATTR gives them."""
+        flags = self.ns[inode_id].flags
+        return inodeflags.to_xflags(flags) if as_xflags else flags
+
+    @served
+    def set_flags(self, inode_id, flags, as_xflags):
+        """Set chattr's flags.  The kernel checked the caller; the new ctime
+        is pushed to it (the rule in _shim.c)."""
+        inode = self.ns[inode_id]
+        inode.flags = inodeflags.from_xflags(flags) if as_xflags else inodeflags.settable(flags)
+        inode.touch(modified=False)
+        self.invalidate(inode.id)
 
     @served
     def lseek(self, fh, offset, whence):

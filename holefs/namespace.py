@@ -5,10 +5,11 @@ caller should see; fs.py turns them into FUSE replies.
 """
 
 import errno
-import os
 import stat
 import time
 
+from . import inodeflags
+from .errors import fail
 from .extents import ExtentMap
 
 ROOT_INODE = 1
@@ -23,16 +24,12 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 
-def fail(code):
-    return OSError(code, os.strerror(code))
-
-
 class Inode:
     """One file, directory, symlink or special file."""
 
     __slots__ = ("id", "mode", "uid", "gid", "nlink", "size", "rdev",
                  "atime_ns", "mtime_ns", "ctime_ns", "lookups",
-                 "entries", "parent", "extents", "target", "xattrs")
+                 "entries", "parent", "extents", "target", "xattrs", "flags")
 
     def __init__(self, id, mode, uid, gid, rdev=0):
         now = time.time_ns()
@@ -50,6 +47,7 @@ class Inode:
         self.extents = ExtentMap() if stat.S_ISREG(mode) else None
         self.target = None
         self.xattrs = None
+        self.flags = 0  # chattr's: holefs/inodeflags.py
 
     @property
     def is_dir(self):
@@ -64,6 +62,8 @@ class Inode:
 
     def note_access(self):
         """Update atime as relatime does: only when it is behind."""
+        if self.flags & inodeflags.NOATIME:
+            return
         if self.atime_ns <= self.mtime_ns or self.atime_ns <= self.ctime_ns:
             self.atime_ns = time.time_ns()
 
@@ -164,6 +164,7 @@ class Namespace:
             self._check_new_name(parent, name)
         elif parent.nlink == 0:
             raise fail(errno.ENOENT)
+        inodeflags.check_addition(parent.flags)
         cost = sum(xattr_space(key, value) for key, value in (xattrs or {}).items())
         if self.free_space < BOGO_INODE_SIZE + cost:
             raise fail(errno.ENOSPC)
@@ -173,6 +174,7 @@ class Namespace:
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
         inode = self._new(mode, uid, gid, rdev)
+        inode.flags = inodeflags.inherited(parent.flags)
         if xattrs:
             inode.xattrs = dict(xattrs)
             self.xattr_bytes += cost
@@ -191,6 +193,8 @@ class Namespace:
             # had one (O_TMPFILE) may get one.
             raise fail(errno.ENOENT)
         self._check_new_name(parent, name)
+        inodeflags.check_addition(parent.flags)
+        inodeflags.check_unchanged(inode.flags)
         if inode.nlink > 0 and self.free_space < BOGO_INODE_SIZE:
             raise fail(errno.ENOSPC)
         self._attach(parent, name, inode)
@@ -198,6 +202,7 @@ class Namespace:
 
     def unlink(self, parent, name):
         inode = self.lookup(parent, name)
+        self._check_removal(parent, inode)
         if inode.is_dir:
             raise fail(errno.EISDIR)
         self._detach(parent, name, inode)
@@ -209,6 +214,7 @@ class Namespace:
         if name == b"..":
             raise fail(errno.ENOTEMPTY)
         inode = self.lookup(parent, name)
+        self._check_removal(parent, inode)
         if not inode.is_dir:
             raise fail(errno.ENOTDIR)
         if inode.entries:
@@ -232,13 +238,20 @@ class Namespace:
                 raise fail(errno.ENOENT)
             if target.is_dir and self._is_ancestor(target, old_parent):
                 raise fail(errno.EINVAL)
+            self._check_removal(old_parent, inode)
+            self._check_removal(new_parent, target)
             self._exchange(old_parent, old_name, inode, new_parent, new_name, target)
             return None
         if target is inode:
             return None
+        if target is not None and flags & RENAME_NOREPLACE:
+            raise fail(errno.EEXIST)
+        self._check_removal(old_parent, inode)
+        if target is None:
+            inodeflags.check_addition(new_parent.flags)
+        else:
+            self._check_removal(new_parent, target)
         if target is not None:
-            if flags & RENAME_NOREPLACE:
-                raise fail(errno.EEXIST)
             if inode.is_dir and not target.is_dir:
                 raise fail(errno.ENOTDIR)
             if target.is_dir:
@@ -283,6 +296,13 @@ class Namespace:
         self._next_id += 1
         self.inodes[inode.id] = inode
         return inode
+
+    @staticmethod
+    def _check_removal(parent, inode):
+        """As the VFS's may_delete: neither the directory nor the inode may
+        be append-only or immutable."""
+        inodeflags.check_unchanged(parent.flags)
+        inodeflags.check_unchanged(inode.flags)
 
     def _check_new_name(self, parent, name):
         if len(name) > NAME_MAX:

@@ -42,18 +42,39 @@ def both(mount_holefs, small_tmpfs, user):
 
 
 def hostile(user, script, *args):
-    """Run a Python *script* as the test user; its stdout, split in words."""
-    result = as_user(user, sys.executable, "-c", script, *map(str, args))
+    """Run a Python *script* as the test user (root if None); its stdout,
+    split in words."""
+    cmd = [sys.executable, "-c", script, *map(str, args)]
+    result = as_user(user, *cmd) if user is not None else \
+        subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
 
 # Each operation as the user, printing "ok" or the errno's name.
 OUTCOMES = r"""
-import ctypes, errno, os, sys
+import array, ctypes, errno, fcntl, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
-def fallocate(path, mode, offset, length):
-    fd = os.open(path, os.O_RDWR)
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+def flags(path, value=None):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        word = array.array("I", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, word)
+        if value is None:
+            return word[0]
+        word[0] = value(word[0])
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, word)
+    finally:
+        os.close(fd)
+def append(path):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"appended")
+    finally:
+        os.close(fd)
+def fallocate(path, mode, offset, length, how=os.O_RDWR):
+    fd = os.open(path, how)
     try:
         if libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)):
             raise OSError(ctypes.get_errno(), "fallocate")
@@ -72,6 +93,8 @@ OPS = {
     "write_direct": lambda p: pwrite(p, direct=True),
     "allocate": lambda p: fallocate(p, 0, 0, 8192),
     "punch": lambda p: fallocate(p, 3, 0, 4096),
+    "allocate_appending": lambda p: fallocate(p, 0, 0, 8192, os.O_WRONLY | os.O_APPEND),
+    "punch_appending": lambda p: fallocate(p, 3, 0, 4096, os.O_WRONLY | os.O_APPEND),
     "truncate": lambda p: os.truncate(p, 1),
     "otrunc": lambda p: os.close(os.open(p, os.O_WRONLY | os.O_TRUNC)),
     "chmod": lambda p: os.chmod(p, 0o777),
@@ -91,6 +114,19 @@ OPS = {
     "set_user": lambda p: os.setxattr(p, "user.x", b"1"),
     "set_system": lambda p: os.setxattr(p, "system.x", b"1"),
     "mode": lambda p: print(oct(stat.S_IMODE(os.stat(p).st_mode)), end=":"),
+    "append": append,
+    "rename": lambda p: os.rename(p, p + ".renamed"),
+    "create": lambda p: open(p, "x").close(),
+    "mkdir": os.mkdir,
+    "rmdir": os.rmdir,
+    "tmpfile": lambda p: os.close(os.open(p, os.O_TMPFILE | os.O_WRONLY, 0o600)),
+    "flags": lambda p: print(hex(flags(p)), end=":"),
+    "immutable": lambda p: flags(p, lambda f: f | 0x10),
+    "mutable": lambda p: flags(p, lambda f: f & ~0x10),
+    "append_only": lambda p: flags(p, lambda f: f | 0x20),
+    "nodump_noatime": lambda p: flags(p, lambda f: f | 0x40 | 0x80),
+    "sync_flag": lambda p: flags(p, lambda f: f | 0x8),
+    "ioctl_other": lambda p: fcntl.ioctl(os.open(p, os.O_RDONLY), 0x5401, bytes(64)),
 }
 import stat
 for arg in sys.argv[1:]:
@@ -494,3 +530,77 @@ def test_o_tmpfile_files_are_named_by_linkat_as_on_tmpfs(both, user):
     mount = both.mounts["mount"]
     assert mount.status()["inodes_used"] == 5  # root, closed, kept and its two more names
     assert_serves(mount)
+
+
+FILE_CHANGES = ["open_rw", "append", "allocate_appending", "punch_appending", "otrunc",
+                "truncate", "allocate", "punch", "chmod", "chown", "utime_set", "set_user",
+                "link", "rename", "unlink"]
+
+
+def test_immutable_and_append_only_files_refuse_what_the_vfs_refuses(both):
+    """Root sets the flags; then every change of an immutable file fails,
+    and of an append-only file all but appending (allocate and punch open
+    it for writing without O_APPEND)."""
+    seen = {}
+    for fs, root in both().items():
+        for flag in ("immutable", "append_only"):
+            path = root / flag
+            path.write_bytes(b"data")
+            assert outcomes(None, (flag, path)) == ["ok"]
+            seen[fs, flag] = outcomes(None, *((op, path) for op in FILE_CHANGES),
+                                      ("flags", path))
+            assert path.read_bytes().startswith(b"data")
+    ok, no = "ok", "EPERM"
+    for fs in ("holefs", "tmpfs"):
+        assert seen[fs, "immutable"] == [no] * len(FILE_CHANGES) + ["0x10:ok"], fs
+        assert seen[fs, "append_only"] == \
+            [no, ok, ok, no, no, no, no, no, no, no, no, no, no, no, no, "0x20:ok"], fs
+
+
+def test_immutable_and_append_only_directories(both):
+    seen = {}
+    for fs, root in both().items():
+        for flag in ("immutable", "append_only"):
+            d = root / flag
+            d.mkdir()
+            (d / "old").write_bytes(b"")
+            (d / "olddir").mkdir()
+            (root / f"{flag}-outside").write_bytes(b"")
+            assert outcomes(None, (flag, d)) == ["ok"]
+            seen[fs, flag] = outcomes(
+                None, ("create", d / "new"), ("mkdir", d / "newdir"), ("tmpfile", d),
+                ("unlink", d / "old"), ("rmdir", d / "olddir"), ("rename", d / "old"),
+                ("link", root / f"{flag}-outside"), ("set_user", d), ("chmod", d))
+    ok, no = "ok", "EPERM"
+    # os.link(p, p + ".link") names the outside file in the root: allowed.
+    for fs in ("holefs", "tmpfs"):
+        assert seen[fs, "immutable"] == [no, no, no, no, no, no, ok, no, no], fs
+        assert seen[fs, "append_only"] == [ok, ok, ok, no, no, no, ok, no, no], fs
+
+
+def test_nodump_and_noatime_are_kept_inherited_and_honoured(both):
+    seen = {}
+    for fs, root in both().items():
+        d = root / "d"
+        d.mkdir()
+        assert outcomes(None, ("nodump_noatime", d), ("sync_flag", d)) == ["ok", "ENOTSUP"]
+        (d / "f").write_bytes(b"data")
+        os.utime(d / "f", ns=(1, 2))  # atime behind mtime: relatime would update it
+        (d / "f").read_bytes()
+        seen[fs] = (outcomes(None, ("flags", d), ("flags", d / "f")),
+                    os.stat(d / "f").st_atime_ns)
+    assert seen["holefs"] == seen["tmpfs"] == (["0xc0:ok", "0xc0:ok"], 1)
+
+
+def test_only_the_owner_sets_flags_and_only_root_freezes(both, user):
+    seen = {}
+    for fs, root in both().items():
+        (root / "roots").write_bytes(b"")
+        (root / "mine").write_bytes(b"")
+        os.chown(root / "mine", user.pw_uid, user.pw_gid)
+        seen[fs] = outcomes(user, ("nodump_noatime", root / "roots"),
+                            ("nodump_noatime", root / "mine"), ("immutable", root / "mine"),
+                            ("append_only", root / "mine"), ("flags", root / "mine"),
+                            ("ioctl_other", root / "mine"))
+    assert seen["holefs"] == seen["tmpfs"] == \
+        ["EPERM", "ok", "EPERM", "EPERM", "0xc0:ok", "ENOTTY"]

@@ -42,6 +42,7 @@ def test_init_settles_the_capabilities_holefs_relies_on(fs):
         "atomic_o_trunc": True,
         "posix_acl": True,
         "dont_mask": True,
+        "ioctl_dir": True,
     }
     built_against = subprocess.run(["pkg-config", "--modversion", "fuse3"],
                                    capture_output=True, text=True, check=True).stdout.strip()

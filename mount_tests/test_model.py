@@ -461,12 +461,13 @@ class Run:
         self.check_counts()
 
     def check_counts(self):
-        """df -i counts the root, d/ and each inode that has a name; st_blocks
-        of every file, named or open, counts its pages."""
+        """df -i counts the root, d/ and each name of a file, as tmpfs
+        charges hard links; st_blocks of every file, named or open, counts
+        its pages."""
         st = os.statvfs(self.root)
-        named = len({id(f) for f in self.files.values()})
-        assert st.f_files - st.f_ffree == 2 + named, \
-            f"df -i says {st.f_files - st.f_ffree} inodes used, model {2 + named}"
+        names = len(self.files)
+        assert st.f_files - st.f_ffree == 2 + names, \
+            f"df -i says {st.f_files - st.f_ffree} inodes used, model {2 + names}"
         for label, st, f in [(name, os.stat(self.path(name)), f)
                              for name, f in self.files.items()] + \
                 [(label, os.fstat(fd), f) for fd, f, label in self.open]:
