@@ -17,9 +17,11 @@ from .release import NotOnHolefs, release
 
 MOUNT_HELP = f"""\
 options (-o, comma-separated, as for tmpfs):
-  size=SIZE       total data, RAM plus spill: bytes, with k/m/g/t suffix or
-                  % of RAM (default 50%)
-  nr_inodes=N     most files, directories and links (default: RAM pages / 2)
+  size=SIZE       total data, RAM plus spill: bytes (decimal, 0x hex or
+                  0-led octal) with a k/m/g/t/p/e suffix,
+                  or % of RAM (default 50%)
+  nr_inodes=N     most inodes and extra hard links (default: RAM pages / 2);
+                  xattrs share its budget of N KiB, as on tmpfs
   mode=MODE       octal mode of the root directory (default 1777)
   uid=, gid=      owner of the root directory (default: the caller)
   ram=SIZE        most file data kept in RAM (default: size=); data beyond it
@@ -334,13 +336,14 @@ def human(n):
 def format_mount_status(s):
     spill = "off" if s["spill_dir"] is None else \
         f"{human(s['spill_used'])} ({human(s['spill_allocated'])} on disk) in {s['spill_dir']}"
+    inodes_free = "no limit" if s["inodes_free"] is None else f"{s['inodes_free']} free"
     rows = [
         ("size", human(s["size"])),
         ("used", f"{human(s['used'])} ({100 * s['used'] // max(1, s['size'])}%)"),
         ("ram", f"{human(s['ram_used'])} of {human(s['ram_budget'])} budget "
                 f"({human(s['ram_allocated'])} resident)"),
         ("spill", spill),
-        ("inodes", f"{s['inodes_used']} used, {s['inodes_free']} free"),
+        ("inodes", f"{s['inodes_used']} used, {inodes_free}"),
         ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
         ("options", s["options"]),
     ]

@@ -401,7 +401,7 @@ class Operations(pyfuse3.Operations):
             "reserve": self.options.reserve,
             "options": self.options.describe(mount_flags(self.mountpoint)),
             "inodes_used": self.ns.used_inodes,
-            "inodes_free": self.ns.free_inodes,
+            "inodes_free": self.ns.free_inodes if self.ns.max_inodes else None,
             "xattr_used": self.ns.xattr_bytes,
             "chunk": CHUNK,
             "pid": os.getpid(),

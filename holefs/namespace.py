@@ -5,6 +5,7 @@ caller should see; fs.py turns them into FUSE replies.
 """
 
 import errno
+import math
 import stat
 import time
 
@@ -107,14 +108,25 @@ class Namespace:
 
     @property
     def free_space(self):
-        """Bytes left in the inode budget, for inodes and xattrs."""
+        """Bytes left in the inode budget, for inodes and xattrs; with no
+        limit (max_inodes 0, as tmpfs's nr_inodes=0), no limit."""
+        if not self.max_inodes:
+            return math.inf
         return self.max_inodes * BOGO_INODE_SIZE - self.used_inodes * BOGO_INODE_SIZE \
             - self.xattr_bytes
 
     @property
     def free_inodes(self):
-        """What df shows as free inodes: the budget left, in inodes."""
+        """What df shows as free inodes: the budget left, in inodes; 0 with
+        no limit, as tmpfs shows it."""
+        if not self.max_inodes:
+            return 0
         return max(0, self.free_space // BOGO_INODE_SIZE)
+
+    @property
+    def charged_inodes(self):
+        """The budget in use, in inodes: what a smaller nr_inodes must fit."""
+        return self.used_inodes + -(-self.xattr_bytes // BOGO_INODE_SIZE)
 
     def set_xattr(self, inode, name, value):
         """Set an xattr, charging it first, as tmpfs does: a replaced value

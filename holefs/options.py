@@ -199,8 +199,6 @@ def parse(text):
     if ram > size:
         raise OptionError(f"ram={values['ram']} is larger than size={values.get('size', size)}")
     nr_inodes = parse_size("nr_inodes", values.get("nr_inodes", str(memory // 4096 // 2)))
-    if nr_inodes == 0:  # as on tmpfs: no limit
-        nr_inodes = MAX_INODES
     if nr_inodes > MAX_INODES:
         raise OptionError(f"nr_inodes= must be at most {MAX_INODES}")
     threads = values.get("threads", str(DEFAULT_THREADS))

@@ -101,8 +101,8 @@ class Remount:
         if new.size // PAGE < store.used:
             raise Refused(errno.EINVAL, f"size={human(new.size)} is less than the "
                                         f"{human(store.used * PAGE)} in use")
-        charged = ops.ns.max_inodes - ops.ns.free_inodes
-        if new.nr_inodes < charged:
+        charged = ops.ns.charged_inodes
+        if new.nr_inodes and new.nr_inodes < charged:
             raise Refused(errno.EINVAL, f"nr_inodes={new.nr_inodes} is less than the "
                                         f"{charged} inodes in use, xattrs counted")
         if store.spill is not None and new.spill != current.spill:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import RENAME_EXCHANGE, renameat2
+from conftest import RENAME_EXCHANGE, renameat2, run_holefs
 from holefs import _shim
 from holefs._shim import FALLOC_FL_KEEP_SIZE
 
@@ -94,6 +94,19 @@ def test_each_extra_hard_link_takes_an_inode(both):
     """As tmpfs counts them: the root, the file, then three more names."""
     fits = {kind: links_that_fit(root) for kind, root in both(options="nr_inodes=5").items()}
     assert fits["holefs"] == fits["tmpfs"] == 3
+
+
+def test_no_inode_limit_shows_as_tmpfs_shows_it(both):
+    """nr_inodes=0: df -i shows no inodes at all, and xattrs are not limited."""
+    seen = {}
+    mounts = both(options="nr_inodes=0")
+    for kind, root in mounts.items():
+        for i in range(40):
+            os.setxattr(root, f"user.{i}", bytes(60000))
+        st = os.statvfs(root)
+        seen[kind] = (st.f_files, st.f_ffree, st.f_favail)
+    assert seen["holefs"] == seen["tmpfs"] == (0, 0, 0)
+    assert "inodes  1 used, no limit" in run_holefs("status", str(mounts["holefs"])).stdout
 
 
 OPS_ON_A_NAME = {
