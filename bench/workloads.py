@@ -82,12 +82,13 @@ def random_io(rw):
 
 
 def files(fs, scale):
-    """Create, stat and unlink of many empty files: the namespace round trips."""
+    """Create, stat, listing and unlink of many empty files: the namespace
+    round trips.  A listing's figure is entries per second."""
     where = fs.path / "files"
     where.mkdir()
     seconds = run_program("files", where, scale.files)
     return {f"file {phase}": scale.files / seconds[phase]
-            for phase in ("create", "stat", "unlink")}
+            for phase in ("create", "stat", "list", "unlink")}
 
 
 def mmap_dirty(fs, scale):
@@ -151,6 +152,7 @@ WORKLOADS = (
                            Metric("randwrite 4k 2j", "ops/s")), random_io("randwrite")),
     Workload("files", (Metric("file create", "ops/s", 0.04),
                        Metric("file stat", "ops/s", 0.04),
+                       Metric("file list", "entries/s"),
                        Metric("file unlink", "ops/s", 0.04)), files),
     Workload("mmap", (Metric("mmap dirty+msync", "MB/s", 0.4),), mmap_dirty),
     Workload("punch", (Metric("punch 4k random", "ops/s", 0.1),), punch,

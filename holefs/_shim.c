@@ -347,6 +347,27 @@ static void shim_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
     (void)ino;
 }
 
+/* A time in nanoseconds since the epoch, a Python int of any size, as a
+ * timespec: seconds may go past 2262 (tmpfs keeps 64 bits of them), and
+ * nanoseconds are 0 to 999999999 before 1970 too.  0, or -1 with an
+ * exception set. */
+static int to_timespec(PyObject *ns, struct timespec *ts)
+{
+    static PyObject *billion;
+    if (billion == NULL && (billion = PyLong_FromLong(1000000000)) == NULL)
+        return -1;
+    PyObject *parts = PyNumber_Divmod(ns, billion);
+    if (parts == NULL)
+        return -1;
+    long long sec = PyLong_AsLongLong(PyTuple_GET_ITEM(parts, 0));
+    long nsec = PyLong_AsLong(PyTuple_GET_ITEM(parts, 1));
+    Py_DECREF(parts);
+    if (PyErr_Occurred())
+        return -1;
+    *ts = (struct timespec){(time_t)sec, nsec};
+    return 0;
+}
+
 /* An inode's attributes from a handler's tuple: (ino, mode, nlink, uid,
  * gid, rdev, size, blocks, atime_ns, mtime_ns, ctime_ns).  0, or -errno
  * (a bug, reported) if the tuple is not that. */
@@ -355,11 +376,13 @@ static int to_stat(PyObject *cb, PyObject *tuple, struct stat *st)
     unsigned long long ino, size, blocks;
     unsigned int mode, nlink, uid, gid;
     unsigned long long rdev;
-    long long atime, mtime, ctime;
-    if (!PyArg_ParseTuple(tuple, "KIIIIKKKLLL;attributes", &ino, &mode, &nlink, &uid, &gid,
-                          &rdev, &size, &blocks, &atime, &mtime, &ctime))
-        return -handler_errno(cb);
+    PyObject *atime, *mtime, *ctime;
     memset(st, 0, sizeof *st);
+    if (!PyArg_ParseTuple(tuple, "KIIIIKKKOOO;attributes", &ino, &mode, &nlink, &uid, &gid,
+                          &rdev, &size, &blocks, &atime, &mtime, &ctime) ||
+        to_timespec(atime, &st->st_atim) < 0 || to_timespec(mtime, &st->st_mtim) < 0 ||
+        to_timespec(ctime, &st->st_ctim) < 0)
+        return -handler_errno(cb);
     st->st_ino = ino;
     st->st_mode = mode;
     st->st_nlink = nlink;
@@ -369,9 +392,6 @@ static int to_stat(PyObject *cb, PyObject *tuple, struct stat *st)
     st->st_size = (off_t)size;
     st->st_blksize = 4096;
     st->st_blocks = (blkcnt_t)blocks;
-    st->st_atim = (struct timespec){atime / 1000000000, atime % 1000000000};
-    st->st_mtim = (struct timespec){mtime / 1000000000, mtime % 1000000000};
-    st->st_ctim = (struct timespec){ctime / 1000000000, ctime % 1000000000};
     return 0;
 }
 

@@ -128,8 +128,6 @@ class Operations(pyfuse3.Operations):
         self.mountpoint = mountpoint
         self.remount = Remount(self, mountpoint)
         self.fast = FastPath(namespace, store, reserve=options.reserve)
-        self._dirs = {}        # directory handle -> snapshot of entries
-        self._next_dir_handle = 1
 
     # Attributes ---------------------------------------------------------
 
@@ -243,32 +241,24 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     def opendir(self, inode_id, ctx):
-        inode = self.ns[inode_id]
-        if not inode.is_dir:
+        """The handle is the inode number: readdir reads the directory as
+        it is then, from the kernel's cookie (holefs/directory.py)."""
+        if not self.ns[inode_id].is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
-        handle = self._next_dir_handle
-        self._next_dir_handle += 1
-        self._dirs[handle] = (inode, [(b".", inode), (b"..", inode.parent),
-                                      *inode.entries.items()])
-        return handle
+        return inode_id
 
     @fuse_errors
     def readdir(self, handle, start, token):
-        directory, entries = self._dirs[handle]
-        for position in range(start, len(entries)):
-            name, inode = entries[position]
-            dots = position < 2
-            if not dots and directory.entries.get(name) is not inode:
-                continue  # removed since opendir
-            if not pyfuse3.readdir_reply(token, name, self._attr(inode), position + 1):
+        directory = self.ns[handle]
+        for cookie, name, inode in ((1, b".", directory), (2, b"..", directory.parent)):
+            if start < cookie and not pyfuse3.readdir_reply(token, name, self._attr(inode),
+                                                            cookie):
                 return
-            if not dots:  # the kernel takes no reference for . and ..
-                inode.lookups += 1
+        for cookie, name, inode in directory.entries.since(start):
+            if not pyfuse3.readdir_reply(token, name, self._attr(inode), cookie):
+                return
+            inode.lookups += 1  # the kernel takes no reference for . and ..
         directory.note_access()
-
-    @fuse_errors
-    def releasedir(self, handle):
-        del self._dirs[handle]
 
     # File data ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ import stat
 import time
 
 from . import inodeflags
+from .directory import Entries
 from .errors import fail
 from .extents import ExtentMap
 
@@ -43,7 +44,7 @@ class Inode:
         self.size = 0
         self.atime_ns = self.mtime_ns = self.ctime_ns = now
         self.lookups = 0
-        self.entries = {} if stat.S_ISDIR(mode) else None
+        self.entries = Entries() if stat.S_ISDIR(mode) else None
         self.parent = None
         self.extents = ExtentMap() if stat.S_ISREG(mode) else None
         self.target = None

@@ -56,10 +56,11 @@ def is_mounted(path):
         return any(line.split()[1] == str(path) for line in f)
 
 
-def drop_page_cache():
-    """Make the next reads of every file come from the daemon."""
+def drop_page_cache(what="1"):
+    """Make the next reads of every file come from the daemon; with
+    what="3", the next lookups and stats too (dentries and inodes)."""
     with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("1")
+        f.write(what)
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
