@@ -233,7 +233,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def rename(self, old_parent_id, old_name, new_parent_id, new_name, flags, ctx):
         replaced = self.ns.rename(self.ns[old_parent_id], old_name,
-                                  self.ns[new_parent_id], new_name, flags)
+                                  self.ns[new_parent_id], new_name, flags, (ctx.uid, ctx.gid))
         if replaced is not None:
             self.fast.release_if_unused(replaced)
 

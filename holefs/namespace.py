@@ -24,6 +24,7 @@ BOGO_INODE_SIZE = 1024
 XATTR_OVERHEAD = 40
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
 
 
 class Inode:
@@ -235,10 +236,12 @@ class Namespace:
         self._detach(parent, name, inode)
         return inode
 
-    def rename(self, old_parent, old_name, new_parent, new_name, flags=0):
-        """Rename with rename(2)'s rules; return an inode that lost its name."""
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
-                flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+    def rename(self, old_parent, old_name, new_parent, new_name, flags=0, owner=(0, 0)):
+        """Rename with rename(2)'s rules; return an inode that lost its name.
+        RENAME_WHITEOUT leaves overlayfs's whiteout in the old name: a
+        character device 0:0 of the caller, *owner* (uid, gid)."""
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+                flags & RENAME_EXCHANGE and flags != RENAME_EXCHANGE:
             raise fail(errno.EINVAL)
         if len(new_name) > NAME_MAX:
             raise fail(errno.ENAMETOOLONG)
@@ -264,6 +267,8 @@ class Namespace:
             inodeflags.check_addition(new_parent.flags)
         else:
             self._check_removal(new_parent, target)
+        if flags & RENAME_WHITEOUT and self.free_space < BOGO_INODE_SIZE:
+            raise fail(errno.ENOSPC)
         if target is not None:
             if inode.is_dir and not target.is_dir:
                 raise fail(errno.ENOTDIR)
@@ -274,6 +279,8 @@ class Namespace:
                     raise fail(errno.ENOTEMPTY)
             self._detach(new_parent, new_name, target)
         self._move(old_parent, old_name, inode, new_parent, new_name)
+        if flags & RENAME_WHITEOUT:
+            self.create(old_parent, old_name, stat.S_IFCHR, *owner)
         return target
 
     def path_of(self, inode):

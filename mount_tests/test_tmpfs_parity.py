@@ -3,6 +3,7 @@ a kernel tmpfs taking the same steps."""
 
 import ctypes
 import os
+import stat
 import subprocess
 import sys
 
@@ -108,3 +109,50 @@ def test_rewinddir_and_seekdir_follow_the_directory(both, files):
                                   capture_output=True, text=True, check=True).stdout.split()
     assert seen["holefs"] == seen["tmpfs"] == \
         ["2", str(files + 2), "True", str(files + 2 - 12 - 1), "True"]
+
+
+def tree(root):
+    """Each path under *root*: its type, and for a device its numbers."""
+    out = []
+    for parent, dirs, files in sorted(os.walk(root)):
+        for name in sorted(dirs + files):
+            st = os.lstat(os.path.join(parent, name))
+            kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) \
+                else f"chr{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" \
+                if stat.S_ISCHR(st.st_mode) else "other"
+            out.append(f"{os.path.relpath(os.path.join(parent, name), root)}:{kind}")
+    return out
+
+
+def test_overlayfs_takes_holefs_as_its_upper_layer(both, tmp_path):
+    """Whiteouts (RENAME_WHITEOUT, unlink of a lower file), opaque
+    directories, copy-up of a file with xattrs and rename of a directory
+    (the work directory needs O_TMPFILE too)."""
+    seen = {}
+    for fs, upper in both.items():
+        lower, merged = tmp_path / fs / "lower", tmp_path / fs / "merged"
+        (lower / "dir").mkdir(parents=True)
+        merged.mkdir()
+        (lower / "a").write_text("low")
+        (lower / "gone").write_text("x")
+        (lower / "dir" / "b").write_text("b")
+        os.setxattr(lower / "a", "user.kept", b"1")
+        (upper / "up").mkdir()
+        (upper / "work").mkdir()
+        options = f"lowerdir={lower},upperdir={upper}/up,workdir={upper}/work,redirect_dir=on"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, merged], check=True)
+        try:
+            with open(merged / "a", "a") as f:
+                f.write("+")
+            os.unlink(merged / "gone")
+            os.rename(merged / "dir", merged / "moved")
+            (merged / "dir").mkdir()
+            seen[fs] = (tree(merged), tree(upper / "up"), (merged / "a").read_text(),
+                        os.getxattr(merged / "a", "user.kept"),
+                        os.getxattr(upper / "up" / "dir", "trusted.overlay.opaque"))
+        finally:
+            subprocess.run(["umount", merged], check=True)
+    assert seen["holefs"] == seen["tmpfs"]
+    merged_tree, upper_tree, text, kept, opaque = seen["holefs"]
+    assert merged_tree == ["a:file", "dir:dir", "moved:dir", "moved/b:file"]
+    assert "gone:chr0:0" in upper_tree and (text, kept, opaque) == ("low+", b"1", b"y")
