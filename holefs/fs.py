@@ -3,8 +3,9 @@
 pyfuse3 runs each of `Operations`' handlers as a trio task.  `FastPath`
 holds the handlers that the C shim calls synchronously, without trio:
 read, write, fallocate, lseek, lookup, getattr, create, tmpfile and
-unlink, chattr's flags, and the dropping of set-ID bits, under the contract written at the top of
-holefs/_shim.c; the shim's worker threads call them beside trio's thread.
+unlink, chattr's flags, and the dropping of set-ID bits, under the
+contract written at the top of holefs/_shim.c; the shim's worker threads
+call them beside trio's thread.
 So every handler holds `FastPath.lock` while it runs, and every request is
 atomic.  Only remount awaits, between steps that each hold the lock.
 
@@ -257,7 +258,7 @@ class Operations(pyfuse3.Operations):
         for cookie, name, inode in directory.entries.since(start):
             if not pyfuse3.readdir_reply(token, name, self._attr(inode), cookie):
                 return
-            inode.lookups += 1  # the kernel takes no reference for . and ..
+            inode.lookups += 1  # readdirplus: the kernel now references it
         directory.note_access()
 
     # File data ----------------------------------------------------------

@@ -134,8 +134,7 @@ class Namespace:
         """Set an xattr, charging it first, as tmpfs does: a replaced value
         is given back only once the new one fits."""
         cost = xattr_space(name, value)
-        if self.free_space < cost:
-            raise fail(errno.ENOSPC)
+        self._check_room(cost)
         if inode.xattrs is None:
             inode.xattrs = {}
         old = inode.xattrs.get(name)
@@ -180,8 +179,7 @@ class Namespace:
             raise fail(errno.ENOENT)
         inodeflags.check_addition(parent.flags)
         cost = sum(xattr_space(key, value) for key, value in (xattrs or {}).items())
-        if self.free_space < BOGO_INODE_SIZE + cost:
-            raise fail(errno.ENOSPC)
+        self._check_room(BOGO_INODE_SIZE + cost)
         if parent.mode & stat.S_ISGID:
             # As tmpfs does: inherit the group, and directories the bit.
             gid = parent.gid
@@ -209,8 +207,8 @@ class Namespace:
         self._check_new_name(parent, name)
         inodeflags.check_addition(parent.flags)
         inodeflags.check_unchanged(inode.flags)
-        if inode.nlink > 0 and self.free_space < BOGO_INODE_SIZE:
-            raise fail(errno.ENOSPC)
+        if inode.nlink > 0:
+            self._check_room(BOGO_INODE_SIZE)
         self._attach(parent, name, inode)
         inode.touch(modified=False)
 
@@ -267,8 +265,8 @@ class Namespace:
             inodeflags.check_addition(new_parent.flags)
         else:
             self._check_removal(new_parent, target)
-        if flags & RENAME_WHITEOUT and self.free_space < BOGO_INODE_SIZE:
-            raise fail(errno.ENOSPC)
+        if flags & RENAME_WHITEOUT:
+            self._check_room(BOGO_INODE_SIZE)
         if target is not None:
             if inode.is_dir and not target.is_dir:
                 raise fail(errno.ENOTDIR)
@@ -316,6 +314,11 @@ class Namespace:
         self._next_id += 1
         self.inodes[inode.id] = inode
         return inode
+
+    def _check_room(self, cost):
+        """ENOSPC unless *cost* bytes fit in the inode budget."""
+        if self.free_space < cost:
+            raise fail(errno.ENOSPC)
 
     @staticmethod
     def _check_removal(parent, inode):
