@@ -3,6 +3,7 @@ busy, and taking a mount out of it."""
 
 import os
 import re
+import signal
 import subprocess
 
 
@@ -124,4 +125,6 @@ def unmount(path, lazy=False):
                             capture_output=True, text=True)
     if result.returncode == 0:
         return None
+    if result.returncode < 0:
+        return f"fusermount3 was killed by {signal.Signals(-result.returncode).name}"
     return result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
