@@ -6,10 +6,6 @@ import sys
 STATUS_XATTR = "holefs.status"
 """The read-only xattr through which `holefs status` asks the daemon."""
 
-REMOUNT_XATTR = "holefs.remount"
-"""The xattr of the mount's root through which `holefs remount` asks the
-daemon to change size=, ram= or nr_inodes=, and learns why it refused."""
-
 
 PYFUSE3_BEFORE_SHIM = "pyfuse3" in sys.modules
 """pyfuse3 bound libfuse before the shim could interpose it: mount refuses."""

@@ -21,7 +21,8 @@
  *
  * Opcodes served here, without trio (SERVED_IN_C below is the one list):
  *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, TMPFILE,
- *       UNLINK, and IOCTL's FS_IOC_[FS]GETFLAGS and [FS]SETFLAGS: by the Python
+ *       UNLINK, IOCTL's FS_IOC_[FS]GETFLAGS and [FS]SETFLAGS, and the
+ *       ioctls of holefs's own type: by the Python
  *       handler object given to install() (fs.FastPath), called
  *       synchronously with the GIL held;
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
@@ -59,6 +60,10 @@
  *   unlink(parent, name) -> None
  *   get_flags(inode, as_xflags) -> chattr's flags, or FSGETXATTR's xflags;
  *   set_flags(inode, flags, as_xflags) -> None
+ *   control(pending, inode, cmd, data, uid) -> None: an ioctl of holefs's
+ *       own type (CONTROL_TYPE, holefs/control.py), with its input bytes
+ *       and the caller's uid.  It may answer later, from any thread, with
+ *       pending.answer(result, data); a Pending dropped unanswered gets EIO
  *   drop_setid(inode, uid, gid, pid, request) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
  *       truncate, chown or fallocate by that caller; *request* is "write",
@@ -169,7 +174,7 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
 static struct fuse_conn_info *conn_info;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static PyObject *lookup_cb, *getattr_cb, *create_cb, *tmpfile_cb, *unlink_cb;
-static PyObject *get_flags_cb, *set_flags_cb;
+static PyObject *get_flags_cb, *set_flags_cb, *control_cb;
 static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
 static struct fuse_session *session; /* the mounted one, for notifications */
@@ -180,6 +185,7 @@ static session_fd_fn real_session_fd;
 /* The name that the kernel gives an O_TMPFILE's dentry, and that TMPFILE
  * carries. */
 #define TMPFILE_NAME "/"
+#define CONTROL_TYPE 'H' /* the ioctl type of holefs's own, as in holefs/control.py */
 
 #define WORKERS_MAX 16
 #define WORKER_BUFFER (256 * 4096 + 4096) /* libfuse's own: 256 pages and a header */
@@ -486,8 +492,97 @@ static void shim_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
 }
 
-/* chattr's flags, the one thing that holefs serves by ioctl.  The kernel
- * sends FS_IOC_GETFLAGS and SETFLAGS (flags as an int), or FSGETXATTR and
+/* An ioctl that Python answers when it is done, perhaps from trio after
+ * a remount's awaits: answered exactly once, with EIO if dropped. */
+typedef struct {
+    PyObject_HEAD
+    fuse_req_t req; /* NULL once answered */
+    size_t out_size;
+} Pending;
+
+static void pending_dealloc(PyObject *self)
+{
+    Pending *pending = (Pending *)self;
+    if (pending->req != NULL)
+        fuse_reply_err(pending->req, EIO);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *pending_answer(PyObject *self, PyObject *args)
+{
+    Pending *pending = (Pending *)self;
+    int result;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &result, &data))
+        return NULL;
+    PyObject *error = NULL;
+    if (pending->req == NULL)
+        error = PyErr_Format(PyExc_RuntimeError, "already answered");
+    else if ((size_t)data.len > pending->out_size)
+        error = PyErr_Format(PyExc_ValueError, "%zd bytes of data, the caller takes %zu",
+                             data.len, pending->out_size);
+    if (error == NULL) {
+        fuse_req_t req = pending->req;
+        pending->req = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        fuse_reply_ioctl(req, result, data.len ? data.buf : NULL, (size_t)data.len);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&data);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pending_methods[] = {
+    {"answer", pending_answer, METH_VARARGS,
+     "answer(result, data): reply to the ioctl with its result (what the\n"
+     "caller's ioctl(2) returns) and at most as many bytes as it takes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PendingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "holefs._shim.Pending",
+    .tp_doc = "An ioctl of holefs's own, waiting for its answer.",
+    .tp_basicsize = sizeof(Pending),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = pending_dealloc,
+    .tp_methods = pending_methods,
+};
+
+/* holefs's own ioctls (holefs/control.py), which may come from any user:
+ * Python checks the caller, and answers now or later. */
+static void shim_control(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
+                         const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+    unsigned int uid = (unsigned int)fuse_req_ctx(req)->uid;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err = 0;
+    Pending *pending = PyObject_New(Pending, &PendingType);
+    if (pending == NULL) {
+        PyErr_Clear();
+        err = ENOMEM;
+    } else {
+        pending->req = req;
+        pending->out_size = out_bufsz;
+        PyObject *out = call(control_cb, &err, "(OKIy#I)", (PyObject *)pending,
+                             (unsigned long long)ino, cmd, in_buf ? in_buf : "",
+                             (Py_ssize_t)in_bufsz, uid);
+        if (out == NULL && pending->req != NULL)
+            pending->req = NULL; /* the error is the answer, below */
+        else
+            err = 0;
+        Py_XDECREF(out);
+        Py_DECREF(pending);
+    }
+    PyGILState_Release(gil);
+    if (err)
+        fuse_reply_err(req, err);
+}
+
+/* chattr's flags, and holefs's own ioctls.  The kernel sends
+ * FS_IOC_GETFLAGS and SETFLAGS (flags as an int), or FSGETXATTR and
  * FSSETXATTR (xflags in a struct fsxattr) itself, after its own checks
  * (the owner, CAP_LINUX_IMMUTABLE); it reads them before each change.
  * Any other ioctl of a program arrives unchecked, and gets ENOTTY. */
@@ -495,6 +590,10 @@ static void shim_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *a
                        struct fuse_file_info *fi, unsigned flags, const void *in_buf,
                        size_t in_bufsz, size_t out_bufsz)
 {
+    if (_IOC_TYPE(cmd) == CONTROL_TYPE) {
+        shim_control(req, ino, cmd, in_buf, in_bufsz, out_bufsz);
+        return;
+    }
     int get = cmd == (unsigned int)FS_IOC_GETFLAGS || cmd == (unsigned int)FS_IOC_FSGETXATTR;
     int set = cmd == (unsigned int)FS_IOC_SETFLAGS || cmd == (unsigned int)FS_IOC_FSSETXATTR;
     int xflags = cmd == (unsigned int)FS_IOC_FSGETXATTR || cmd == (unsigned int)FS_IOC_FSSETXATTR;
@@ -1095,10 +1194,10 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
     PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
                           &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb,
-                          &get_flags_cb, &set_flags_cb};
+                          &get_flags_cb, &set_flags_cb, &control_cb};
     const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
                            "lookup", "getattr", "create", "tmpfile", "unlink",
-                           "get_flags", "set_flags"};
+                           "get_flags", "set_flags", "control"};
     enum { N = sizeof names / sizeof names[0] };
     PyObject *methods[N];
     for (int i = 0; i < N; i++) {
@@ -1228,7 +1327,8 @@ static struct PyModuleDef shim_module = {
 PyMODINIT_FUNC PyInit__shim(void)
 {
     PyObject *module = PyModule_Create(&shim_module);
-    if (module == NULL ||
+    if (module == NULL || PyType_Ready(&PendingType) < 0 ||
+        PyModule_AddIntMacro(module, CONTROL_TYPE) < 0 ||
         PyModule_AddIntMacro(module, FALLOC_FL_KEEP_SIZE) < 0 ||
         PyModule_AddIntMacro(module, FALLOC_FL_PUNCH_HOLE) < 0 ||
         PyModule_AddIntMacro(module, FALLOC_FL_ZERO_RANGE) < 0) {

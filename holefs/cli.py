@@ -9,10 +9,10 @@ import logging.handlers
 import os
 import sys
 
-from . import REMOUNT_XATTR, STATUS_XATTR
+from . import STATUS_XATTR, control
 from . import options as mount_options
 from .logtext import SafeFormatter
-from .mounttable import mounted_on, unmount
+from .mounttable import mounted_on, options_in_force, set_flags, unmount
 from .release import NotOnHolefs, release
 
 MOUNT_HELP = f"""\
@@ -57,14 +57,18 @@ REMOUNT_HELP = """\
 size=, nr_blocks=, ram=, nr_inodes= and noswap change a running mount, and
 spill=DIR turns spill on if it is not on yet.  What is not named stays as
 it is.  Shrinking ram= moves the coldest data to spill while files stay in
-use, and returns once RAM fits.  Refused, with the reason, as tmpfs
+use, and returns once RAM fits.  The mount's flags change too, as root:
+ro and rw, nosuid, nodev, noexec, sync, and noatime, relatime or
+strictatime; ro waits for the data to be written back, and is refused
+while a file is open for writing.  Refused, with the reason, as tmpfs
 refuses: size= or nr_inodes= below what is in use, and what only a new
-mount can change (mode=, uid=, gid=, fsname=, reserve, allow_other and the
-mount flags).  Only root and the user who mounted it may remount.
+mount can change (mode=, uid=, gid=, fsname=, reserve, allow_other).
+Only root and the user who mounted it may remount.
 
 examples:
   holefs remount /mnt/pool -o size=8G,ram=2G
   mount -o remount,size=8G /mnt/pool
+  mount -o remount,ro /mnt/pool
   systemctl reload holefs@mnt-pool    # after editing /etc/holefs/mnt-pool.conf
 """
 
@@ -100,7 +104,7 @@ def build_parser():
     mount.add_argument("--debug", action="store_true", help="same as -o debug")
 
     remount = sub.add_parser(
-        "remount", help="change size=, ram= or nr_inodes= of a running mount",
+        "remount", help="change the size, RAM, inodes or flags of a running mount",
         description="Change the options of a running holefs, as "
         "`mount -o remount,OPTIONS` does.", epilog=REMOUNT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +112,9 @@ def build_parser():
     remount.add_argument("-o", dest="options", action="append", required=True,
                          metavar="OPTIONS", help="options to change, as for mount; "
                          "given more than once, they add up")
+    # mount(8) gives its helper every flag to leave in force: a flag that
+    # it leaves out is off.
+    remount.add_argument("--from-mount", action="store_true", help=argparse.SUPPRESS)
 
     umount = sub.add_parser("umount", help="unmount, also after the daemon died",
                             description="Unmount a holefs. Also cleans up a stale "
@@ -146,7 +153,7 @@ def fstab_form(argv):
         source, rest = argv[0], argv[1:]
         options = rest[rest.index("-o") + 1:][:1] if "-o" in rest else []
         if options and "remount" in options[0].split(","):
-            return ["remount", *rest]
+            return ["remount", "--from-mount", *rest]
         if source != "none" and "-o" in rest:
             i = rest.index("-o") + 1
             if i < len(rest) and "fsname=" not in rest[i]:
@@ -283,17 +290,44 @@ def cmd_remount(args):
     mountpoint, why = holefs_mounted_on("remount", args.mountpoint)
     if why:
         return fail(why)
+    text = ",".join(args.options)
     try:
-        os.setxattr(mountpoint, REMOUNT_XATTR, os.fsencode(",".join(args.options)))
+        remount(mountpoint, text, whole=args.from_mount)
     except OSError as e:
-        try:
-            why = os.fsdecode(os.getxattr(mountpoint, REMOUNT_XATTR))
-        except OSError:  # the kernel refused, or the daemon said no more
-            why = e.strerror
-            if e.errno in (errno.EACCES, errno.EPERM):
-                why += "; only root and the user who mounted it may remount it"
-        return fail(f"remount: {args.mountpoint}: {why}")
+        hint = "; only root and the user who mounted it may remount it" \
+            if e.errno == errno.EACCES else ""  # FUSE let the caller not even open it
+        return fail(f"remount: {args.mountpoint}: {e.strerror}{hint}")
     return 0
+
+
+def remount(mountpoint, text, whole=False):
+    """As tmpfs does it in one mount(2): the daemon checks the options, the
+    kernel takes the flags, and the daemon applies the rest; the flags go
+    back if that fails.  With *whole*, *text* names every flag to keep."""
+    control.ask(mountpoint, control.CHECK_REMOUNT, text)
+    in_force = options_in_force(mountpoint)
+    before = mount_options.kernel_flags(in_force, "")
+    after = mount_options.kernel_flags(set() if whole else in_force, text)
+    if after != before:
+        try:
+            set_flags(mountpoint, after)
+        except OSError as e:
+            raise OSError(e.errno, flags_refused(e)) from None
+    try:
+        control.ask(mountpoint, control.REMOUNT, text)
+    except OSError:
+        if after != before:
+            set_flags(mountpoint, before)
+        raise
+
+
+def flags_refused(error):
+    """Why the kernel refused the mount's new flags, as the caller can act."""
+    if error.errno == errno.EBUSY:
+        return "a file is open for writing there, so it cannot be made read-only"
+    if error.errno == errno.EPERM:
+        return "only root (CAP_SYS_ADMIN) may change the mount's flags"
+    return f"the kernel refused the mount's flags: {error.strerror}"
 
 
 def cmd_umount(args):

@@ -3,11 +3,12 @@
 pyfuse3 runs each of `Operations`' handlers as a trio task.  `FastPath`
 holds the handlers that the C shim calls synchronously, without trio:
 read, write, fallocate, lseek, lookup, getattr, create, tmpfile and
-unlink, chattr's flags, and the dropping of set-ID bits, under the
-contract written at the top of holefs/_shim.c; the shim's worker threads
-call them beside trio's thread.
+unlink, chattr's flags, the dropping of set-ID bits, and holefs's own
+ioctls (handed to `Remount`), under the contract written at the top of
+holefs/_shim.c; the shim's worker threads call them beside trio's thread.
 So every handler holds `FastPath.lock` while it runs, and every request is
-atomic.  Only remount awaits, between steps that each hold the lock.
+atomic.  Only remount awaits, in its own task, between steps that each
+hold the lock.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -27,7 +28,6 @@ import threading
 
 import pyfuse3
 
-from . import REMOUNT_XATTR as REMOUNT_XATTR_NAME
 from . import STATUS_XATTR as STATUS_XATTR_NAME
 from . import _shim, acl, inodeflags
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
@@ -56,7 +56,6 @@ SECURITY_CAPABILITY = b"security.capability"
 # system.* holds only the POSIX ACLs, as on tmpfs.
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", acl.ACCESS, acl.DEFAULT)
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
-REMOUNT_XATTR = REMOUNT_XATTR_NAME.encode()
 
 
 def guarded(handler):
@@ -128,7 +127,8 @@ class Operations(pyfuse3.Operations):
         self.options = options
         self.mountpoint = mountpoint
         self.remount = Remount(self, mountpoint)
-        self.fast = FastPath(namespace, store, reserve=options.reserve)
+        self.fast = FastPath(namespace, store, reserve=options.reserve,
+                             control=self.remount.submit)
 
     # Attributes ---------------------------------------------------------
 
@@ -277,17 +277,8 @@ class Operations(pyfuse3.Operations):
 
     # Extended attributes ------------------------------------------------
 
-    @guarded
-    async def setxattr(self, inode_id, name, value, ctx):
-        if name == REMOUNT_XATTR and inode_id == self.ns.root.id:
-            # The one handler that awaits: it changes the options at once,
-            # then moves RAM to spill in batches, yielding to requests.
-            await self.remount.request(value, ctx)
-        else:
-            with self.fast.lock:
-                self._setxattr(inode_id, name, value, ctx)
-
-    def _setxattr(self, inode_id, name, value, ctx):
+    @fuse_errors
+    def setxattr(self, inode_id, name, value, ctx):
         if name == STATUS_XATTR:
             raise OSError(errno.EPERM, "read-only attribute")
         inode = self.ns[inode_id]
@@ -324,8 +315,6 @@ class Operations(pyfuse3.Operations):
         inode = self.ns[inode_id]
         if name.startswith(STATUS_XATTR):
             return json.dumps(self.status(inode, name[len(STATUS_XATTR):])).encode()
-        if name == REMOUNT_XATTR and inode is self.ns.root:
-            return self.remount.reason(ctx.pid)
         try:
             return inode.xattrs[name]
         except (KeyError, TypeError):
@@ -401,6 +390,10 @@ class Operations(pyfuse3.Operations):
         }
 
 
+def no_control(pending, inode, cmd, data, uid):
+    raise OSError(errno.ENOTTY, "no control requests here")
+
+
 class FastPath:
     """The handlers that the C shim calls directly: see holefs/_shim.c.
 
@@ -414,11 +407,12 @@ class FastPath:
     """
 
     def __init__(self, namespace: Namespace, store, reserve=False,
-                 invalidate=_shim.invalidate_attributes):
+                 invalidate=_shim.invalidate_attributes, control=None):
         self.ns = namespace
         self.store = store
         self.reserve = reserve
         self.invalidate = invalidate  # of the kernel's cached attributes, by inode number
+        self.control = control or no_control  # holefs's own ioctls: Remount.submit
         self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
 

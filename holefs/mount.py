@@ -164,6 +164,7 @@ async def _run(ops, mountpoint):
         nursery.start_soon(_unmount_on_signal, mountpoint)
         nursery.start_soon(_report_status, ops)
         nursery.start_soon(_raise_readahead, mountpoint)
+        nursery.start_soon(ops.remount.serve)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 

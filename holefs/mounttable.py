@@ -1,10 +1,13 @@
 """The kernel's mount table: what it says about a path, who keeps a mount
-busy, and taking a mount out of it."""
+busy, changing a mount's flags, and taking a mount out of it."""
 
+import ctypes
 import os
 import re
 import signal
 import subprocess
+
+MS_REMOUNT = 32
 
 
 def _unescape(field):
@@ -128,3 +131,14 @@ def unmount(path, lazy=False):
     if result.returncode < 0:
         return f"fusermount3 was killed by {signal.Signals(-result.returncode).name}"
     return result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
+
+
+def set_flags(path, flags):
+    """Give the mount on *path* the mount(2) *flags* (options.kernel_flags),
+    as mount(8) does for `-o remount`; the kernel syncs before it makes the
+    filesystem read-only, and refuses with EBUSY while a file is open for
+    writing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(None, os.fsencode(path), None, ctypes.c_ulong(MS_REMOUNT | flags), None):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))

@@ -32,9 +32,24 @@ REFUSED = {
     "grpquota": "holefs has no quotas",
 }
 
-# Flags that are in force unless the mount table names their opposite.
-IMPLIED_FLAGS = {"rw": "ro", "suid": "nosuid", "dev": "nodev", "exec": "noexec",
-                 "async": "sync"}
+# mount(2)'s flags, which a remount gives the kernel whole: what each flag
+# word sets and clears, as mount(8) maps them for tmpfs.  The kernel
+# settles the atime flags: noatime wins over relatime, strictatime clears
+# both, and none at all keeps those in force.
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 1, 2, 4, 8, 16
+MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 128, 1024, 2048
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
+KERNEL_FLAGS = {
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
+    "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV),
+    "noexec": (MS_NOEXEC, 0), "exec": (0, MS_NOEXEC),
+    "sync": (MS_SYNCHRONOUS, 0), "async": (0, MS_SYNCHRONOUS),
+    "dirsync": (MS_DIRSYNC, 0),
+    "noatime": (MS_NOATIME, 0), "atime": (0, MS_NOATIME),
+    "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
+    "strictatime": (MS_STRICTATIME, 0), "nodiratime": (MS_NODIRATIME, 0),
+}
 # Options that only a new mount can change, and what to do instead.
 FIXED = {
     "mode": "the root directory's mode is set at mount; chmod the mountpoint instead",
@@ -242,17 +257,16 @@ def remount(current, text, in_force):
     As with mount(8), what TEXT names changes and the rest stays.  mount(8)
     repeats the options in force (rw,nosuid,...,user_id=0) ahead of the new
     ones, so those pass; what only a new mount can change is refused, with
-    the reason.
+    the reason.  The kernel's flags (ro, nosuid, noatime...) pass: the
+    kernel keeps them (kernel_flags()).
     """
     given = []
     for item in filter(None, text.split(",")):
-        implied = item in IMPLIED_FLAGS and IMPLIED_FLAGS[item] not in in_force
-        if item == "remount" or item in in_force or implied:
-            continue
-        if item in FUSE_FLAGS:
-            flags = ",".join(sorted(in_force & (FUSE_FLAGS | set(IMPLIED_FLAGS.values()))))
-            raise OptionError(f"{item}: the mount's flags ({flags}) stay as mounted; "
-                              "unmount and mount again to change them")
+        if item == "remount" or item in in_force or item in KERNEL_FLAGS:
+            continue  # the kernel's flags: the holefs command sets them by mount(2)
+        if item == "allow_other":
+            raise OptionError("allow_other: who may use the mount is set when it is "
+                              "mounted; unmount and mount again to change it")
         given.append(item)
     base = _as_items(current)
     without_ram = [item for item in base if not item.startswith("ram=")]
@@ -268,3 +282,20 @@ def remount(current, text, in_force):
             item = next((i for i in reversed(given) if i.partition("=")[0] == key), key)
             raise OptionError(f"{item}: {why}")
     return new
+
+
+def kernel_flags(in_force, text):
+    """The mount(2) flags that `-o remount,TEXT` leaves on a mount whose
+    kernel options are *in_force*: the flags in force, then TEXT's flag
+    words in order, the last word of a kind winning, as with mount(8)."""
+    ro = "ro" in in_force  # per mount, or the whole filesystem
+    flags = MS_RDONLY if ro else 0
+    for word in ("nosuid", "nodev", "noexec", "sync", "dirsync", "noatime", "relatime",
+                 "nodiratime"):
+        if word in in_force:
+            flags |= KERNEL_FLAGS[word][0]
+    for item in text.split(","):
+        if item in KERNEL_FLAGS:
+            set_bits, clear_bits = KERNEL_FLAGS[item]
+            flags = flags & ~clear_bits | set_bits
+    return flags

@@ -1,15 +1,16 @@
 """Live reconfiguration: `mount -o remount,...` and `holefs remount`.
 
-The CLI sets the holefs.remount xattr of the mount's root to the option
-text.  The kernel tells who asks: FUSE sends each request with the
-caller's uid, and only root or the mount's owner (the daemon's uid) may
-remount.  setxattr can return only an errno, so the reason for a refusal
-waits, under the caller's pid, for its getxattr of the same name; the
-daemon logs it too, for the journal of `systemctl reload`.
+The holefs command asks by ioctl on the mount's root (holefs/control.py):
+first whether the options would be refused, then, once it has given the
+kernel the mount's flags (ro, nosuid, noatime...) by mount(2), to apply
+them.  The kernel tells who asks: only root or the mount's owner (the
+daemon's uid) may remount.  A refusal is answered with its reason, and
+logged for the journal of `systemctl reload`.
 
 size=, ram= and nr_inodes= change at once.  When ram= shrinks below what
 RAM holds, the coldest chunks move to spill a batch at a time, with trio
 serving requests between batches, and the remount returns when RAM fits.
+Remounts are served one at a time, in the order they came.
 """
 
 import errno
@@ -20,10 +21,11 @@ import time
 import pyfuse3
 import trio
 
+from . import control
 from . import options as mount_options
 from .cli import human
 from .extents import PAGE
-from .mounttable import options_in_force
+from .mounttable import mount_flags, options_in_force
 from .sdnotify import notify, reloading
 from .tiers import open_spill_tier
 
@@ -39,7 +41,7 @@ yield, but the shim's threads, waiting for the lock that each batch holds,
 need time to wake and take it.  Measured, 176 MiB moved under a busy
 client: without the gap 0.15 s, the client's slowest loop 81 ms; with it
 0.25 s, and 2-5 ms."""
-REPLIES_KEPT = 64  # reasons waiting for callers that never ask
+REMOUNTS_WAITING = 16
 
 
 class Refused(Exception):
@@ -51,43 +53,69 @@ class Refused(Exception):
 
 
 class Remount:
-    """Serves the holefs.remount xattr of one mount."""
+    """Serves the remount ioctls of one mount."""
 
     def __init__(self, ops, mountpoint):
         self.ops = ops
         self.mountpoint = mountpoint
-        self._reasons = {}  # pid -> why its last remount was refused
+        self._token = None  # trio's, once serve() runs
+        self._send, self._waiting = trio.open_memory_channel(REMOUNTS_WAITING)
 
-    async def request(self, text, ctx):
-        """Remount with the option *text* for the caller *ctx*, or refuse
-        with EPERM or EINVAL, keeping the reason for reason()."""
-        self._reasons.pop(ctx.pid, None)
+    def submit(self, pending, inode, cmd, data, uid):
+        """The shim's control handler, on any thread: refuse at once what
+        is not a remount by root or the owner, and queue the rest for
+        serve()."""
+        if cmd not in (control.REMOUNT, control.CHECK_REMOUNT) or inode != pyfuse3.ROOT_INODE:
+            raise OSError(errno.ENOTTY, "not a holefs control request")
+        text = os.fsdecode(data.partition(b"\0")[0])
+        if uid not in (0, os.getuid()):
+            self._refuse(pending, uid, Refused(
+                errno.EPERM, f"only root or the mount's owner (uid {os.getuid()}) may "
+                             f"remount it, not uid {uid}"))
+        elif self._token is None:
+            raise OSError(errno.EAGAIN, "not serving yet")
+        else:
+            self._token.run_sync_soon(self._queue, pending, cmd == control.CHECK_REMOUNT,
+                                      text, uid)
+
+    def _queue(self, pending, check, text, uid):
         try:
-            if ctx.uid not in (0, os.getuid()):
-                raise Refused(errno.EPERM, f"only root or the mount's owner (uid {os.getuid()}) "
-                                           f"may remount it, not uid {ctx.uid}")
-            with self.ops.fast.lock:  # the shim's threads serve meanwhile
-                new, spill = self._plan(os.fsdecode(text))
-                notify(reloading())
-                self._apply(new, spill)
+            self._send.send_nowait((pending, check, text, uid))
+        except trio.WouldBlock:
+            control.reply(pending, errno.EAGAIN, f"{REMOUNTS_WAITING} remounts are waiting "
+                                                 "already; try again")
+
+    async def serve(self):
+        """Serve the queued remounts in order, so that no two interleave."""
+        self._token = trio.lowlevel.current_trio_token()
+        async for pending, check, text, uid in self._waiting:
             try:
-                await self._spill_excess()
-            finally:
-                notify("READY=1")
-        except Refused as e:
-            log.warning("remount of %s by uid %d refused: %s", self.mountpoint, ctx.uid, e)
-            self._reasons[ctx.pid] = str(e)
-            while len(self._reasons) > REPLIES_KEPT:
-                del self._reasons[next(iter(self._reasons))]
-            raise pyfuse3.FUSEError(e.errno) from None
+                await self._remount(text, check)
+            except Refused as e:
+                self._refuse(pending, uid, e)
+            except Exception:
+                log.exception("remount of %s failed", self.mountpoint)
+                control.reply(pending, errno.EIO, "holefs failed; its log says why")
+            else:
+                control.reply(pending)
 
-    def reason(self, pid):
-        """Why the last remount of process *pid* was refused.  Kept, not
-        popped: getxattr may ask twice, first for the size."""
+    def _refuse(self, pending, uid, refusal):
+        log.warning("remount of %s by uid %d refused: %s", self.mountpoint, uid, refusal)
+        control.reply(pending, refusal.errno, str(refusal))
+
+    async def _remount(self, text, check):
+        with self.ops.fast.lock:  # the shim's threads serve meanwhile
+            new, spill = self._plan(text)
+            if check:
+                if spill is not None:
+                    spill.close()
+                return
+            notify(reloading())
+            self._apply(new, spill)
         try:
-            return os.fsencode(self._reasons[pid])
-        except KeyError:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+            await self._spill_excess()
+        finally:
+            notify("READY=1")
 
     def _plan(self, text):
         """The new options, and a spill tier if they turn spill on; refuse
@@ -123,7 +151,7 @@ class Remount:
         tier = spill or store.spill
         if excess > 0 and tier.free_pages() < excess:
             if spill is not None:
-                os.close(spill.fd)
+                spill.close()
             raise Refused(errno.ENOSPC, f"ram={human(new.ram)} would move "
                                         f"{human(excess * PAGE)} to spill, but {new.spill} "
                                         f"has {human(tier.free_pages() * PAGE)} free")
@@ -141,7 +169,7 @@ class Remount:
             logging.getLogger().setLevel(logging.DEBUG)
         for option, why in new.no_effect:
             log.warning("option %s has no effect: %s", option, why)
-        log.info("remounted %s: %s", self.mountpoint, new.describe())
+        log.info("remounted %s: %s", self.mountpoint, new.describe(mount_flags(self.mountpoint)))
 
     async def _spill_excess(self):
         """Move the coldest chunks to spill until RAM fits ram= again, a

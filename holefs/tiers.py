@@ -78,6 +78,9 @@ class Tier:
     def allocated_bytes(self):
         return os.fstat(self.fd).st_blocks * 512
 
+    def close(self):
+        os.close(self.fd)
+
     def free_pages(self):
         """Pages that the filesystem under this tier can still take."""
         st = os.fstatvfs(self.fd)

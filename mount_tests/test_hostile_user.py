@@ -21,6 +21,7 @@ import pytest
 
 from conftest import (MiB, Mount, as_user, assert_serves, daemon_log, force_unmount,
                       run_holefs)
+from holefs import control
 from holefs.mounttable import mount_flags, options_in_force
 from holefs.options import OptionError, parse, remount
 
@@ -342,13 +343,24 @@ def test_hostile_remount_and_status_values_leave_the_daemon_serving(mount_holefs
             result = run_holefs("remount", str(m.path), "-o", value, check=False)
             assert result.returncode != 0 and "Traceback" not in result.stderr, value
         with pytest.raises(OSError) as refused:
-            os.setxattr(m.path, "holefs.remount", os.fsencode(value))
-        assert refused.value.errno in (errno.EINVAL, errno.ENOSPC), value
-    for value in REMOUNT_VALUES[:4]:
-        assert hostile(user, "import errno, os, sys\ntry:\n"
-                       "    os.setxattr(sys.argv[1], 'holefs.remount', sys.argv[2].encode())\n"
-                       "except OSError as e:\n    print(errno.errorcode[e.errno])",
-                       m.path, value) == ["EPERM"]
+            control.ask(m.path, control.REMOUNT, value)
+        assert refused.value.errno in (errno.EINVAL, errno.ENOSPC, errno.E2BIG), value
+    # What no holefs command sends: no NUL, a request of another size, or
+    # another inode, from root and from the user.
+    requests = [(control.REMOUNT, b"9" * control.TEXT_MAX, "."),
+                (control.REMOUNT & ~(0x3FFF << 16) | (16 << 16), b"size=1M\0".ljust(16, b"\0"), "."),
+                (control.CHECK_REMOUNT, b"size=1M\0".ljust(control.TEXT_MAX, b"\0"), "d"),
+                (control.REMOUNT | 0xFF, b"\0" * control.TEXT_MAX, ".")]
+    os.mkdir(m.path / "d", 0o777)
+    raw = ("import errno, fcntl, os, sys\n"
+           "fd = os.open(os.path.join(sys.argv[1], sys.argv[4]), os.O_RDONLY)\n"
+           "try:\n    print(fcntl.ioctl(fd, int(sys.argv[2]), bytearray.fromhex(sys.argv[3]), True))\n"
+           "except OSError as e:\n    print(errno.errorcode[e.errno])")
+    assert [hostile(None, raw, m.path, cmd, data.hex(), where)[0]
+            for cmd, data, where in requests] == ["22", "ENOTTY", "ENOTTY", "ENOTTY"]
+    for value in REMOUNT_VALUES[:4] + ["size=1M", "ro"]:
+        data = os.fsencode(value)[:control.TEXT_MAX - 1].ljust(control.TEXT_MAX, b"\0")
+        assert hostile(user, raw, m.path, control.REMOUNT, data.hex(), ".") == ["1"]  # EPERM
     for part in ["holefs.status.map." + "9" * 200, "holefs.status.map.-1",
                  "holefs.status.x", "holefs.status.map.²"]:
         with pytest.raises(OSError) as missing:
@@ -391,7 +403,7 @@ def test_random_remount_values_are_refused_or_applied_as_the_parser_says(fuzzed,
     except OptionError:
         expected = None
     try:
-        os.setxattr(m.path, "holefs.remount", os.fsencode(value))
+        control.ask(m.path, control.REMOUNT, value)
     except OSError as e:
         hypothesis.event("refused")
         assert e.errno == errno.EINVAL and expected is None, (value, e)
@@ -401,7 +413,7 @@ def test_random_remount_values_are_refused_or_applied_as_the_parser_says(fuzzed,
         hypothesis.event("applied")
         assert expected is not None, value
         assert m.status()["options"] == expected.describe(mount_flags(str(m.path))), value
-        os.setxattr(m.path, "holefs.remount", options.encode())
+        control.ask(m.path, control.REMOUNT, options)
     name = "holefs.status." + value.replace("\0", "")[:200]
     try:
         os.getxattr(m.path, name)

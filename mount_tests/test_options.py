@@ -7,7 +7,9 @@ import hypothesis
 import pytest
 
 from holefs.extents import CHUNK
-from holefs.options import OptionError, parse, parse_size, physical_memory, remount
+from holefs.options import (MS_NOATIME, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME,
+                            MS_STRICTATIME, OptionError, kernel_flags, parse, parse_size,
+                            physical_memory, remount)
 
 
 @pytest.mark.parametrize("text,value", [
@@ -100,8 +102,7 @@ def test_remount_takes_ram_down_with_size_and_follows_an_all_ram_size():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("ro", "ro: the mount's flags (nodev,nosuid,relatime,rw) stay as mounted"),
-    ("suid", "suid: the mount's flags"),
+    ("allow_other", "allow_other: who may use the mount is set when it is mounted"),
     ("mode=700", "chmod the mountpoint"),
     ("fsname=other", "fsname=other: the source name is set at mount"),
     ("threads=8", "threads=8: the serving threads start with the mount"),
@@ -110,6 +111,26 @@ def test_remount_takes_ram_down_with_size_and_follows_an_all_ram_size():
 def test_remount_refuses_what_only_a_mount_can_change(text, message):
     with pytest.raises(OptionError, match=re.escape(message)):
         remount(parse("size=1G,mode=1777,nosuid,nodev"), text, IN_FORCE)
+
+
+def test_remount_leaves_the_kernel_flags_to_the_kernel():
+    current = parse("size=1G,nosuid,nodev")
+    assert remount(current, "ro,suid,noexec,noatime,strictatime", IN_FORCE) == current
+
+
+@pytest.mark.parametrize("in_force,text,flags", [
+    (IN_FORCE, "", MS_NOSUID | MS_NODEV | MS_RELATIME),
+    (IN_FORCE, "ro", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_RELATIME),
+    (IN_FORCE | {"ro"} - {"rw"}, "size=1G,rw,suid", MS_NODEV | MS_RELATIME),
+    (IN_FORCE, "noatime,noexec", MS_NOSUID | MS_NODEV | MS_NOATIME | MS_RELATIME | MS_NOEXEC),
+    (IN_FORCE, "strictatime", MS_NOSUID | MS_NODEV | MS_RELATIME | MS_STRICTATIME),
+    ({"rw", "noatime"}, "atime", 0),
+    ({"rw"}, "", 0),
+    # mount(8)'s whole list, where a flag left out is off.
+    (set(), "rw,nosuid,nodev,relatime,remount,user_id=0", MS_NOSUID | MS_NODEV | MS_RELATIME),
+])
+def test_kernel_flags(in_force, text, flags):
+    assert kernel_flags(in_force, text) == flags
 
 
 def test_threads():

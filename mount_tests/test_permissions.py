@@ -213,6 +213,12 @@ def test_the_owner_may_remount_its_mount(user, user_dir, dev_fuse_for_all):
         assert result.returncode == 0, result.stderr
         status = as_user(user, HOLEFS, "status", "--json", str(user_dir)).stdout
         assert json.loads(status)["size"] == 32 << 20
+        # The kernel keeps a mount's flags for root; the size stays as it was.
+        result = as_user(user, HOLEFS, "remount", str(user_dir), "-o", "ro,size=48M")
+        assert result.stderr == (f"holefs: remount: {user_dir}: only root (CAP_SYS_ADMIN) "
+                                 "may change the mount's flags\n")
+        status = as_user(user, HOLEFS, "status", "--json", str(user_dir)).stdout
+        assert json.loads(status)["size"] == 32 << 20
         # Without allow_other, FUSE keeps even root out.
         result = subprocess.run([HOLEFS, "remount", str(user_dir), "-o", "size=64M"],
                                 capture_output=True, text=True)

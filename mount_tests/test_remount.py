@@ -151,8 +151,7 @@ def test_spill_turned_on_later(mount_holefs, tmp_path):
     ("mode=700", "mode=700: the root directory's mode is set at mount; chmod"),
     ("uid=65534", "uid=65534: the root directory's owner is set at mount"),
     ("reserve", "reserve: reserve applies to files from the mount on"),
-    ("ro", "ro: the mount's flags (nodev,nosuid,relatime,rw) stay as mounted"),
-    ("allow_other", "allow_other: the mount's flags"),
+    ("allow_other", "allow_other: who may use the mount is set when it is mounted"),
     ("bogus", "unknown option 'bogus'"),
 ])
 def test_what_cannot_change_live_is_refused(mount_holefs, options, why):

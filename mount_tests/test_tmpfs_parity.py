@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import drop_page_cache
+from conftest import MiB, drop_page_cache
 
 
 @pytest.fixture
@@ -156,3 +156,109 @@ def test_overlayfs_takes_holefs_as_its_upper_layer(both, tmp_path):
     merged_tree, upper_tree, text, kept, opaque = seen["holefs"]
     assert merged_tree == ["a:file", "dir:dir", "moved:dir", "moved/b:file"]
     assert "gone:chr0:0" in upper_tree and (text, kept, opaque) == ("low+", b"1", b"y")
+
+
+# Each change a read-only filesystem refuses, with what it got.
+CHANGES = r"""
+import errno, os, sys
+root = sys.argv[1]
+f = os.path.join(root, "f")
+def outcome(step):
+    try:
+        step()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+steps = {
+    "open for writing": lambda: os.close(os.open(f, os.O_WRONLY)),
+    "create": lambda: os.close(os.open(os.path.join(root, "g"), os.O_CREAT | os.O_WRONLY)),
+    "mkdir": lambda: os.mkdir(os.path.join(root, "e")),
+    "unlink": lambda: os.unlink(f),
+    "rename": lambda: os.rename(f, os.path.join(root, "h")),
+    "link": lambda: os.link(f, os.path.join(root, "h")),
+    "symlink": lambda: os.symlink("f", os.path.join(root, "h")),
+    "chmod": lambda: os.chmod(f, 0o600),
+    "truncate": lambda: os.truncate(f, 0),
+    "utime": lambda: os.utime(f, (1, 1)),
+    "setxattr": lambda: os.setxattr(f, "user.x", b"1"),
+    "read": lambda: open(f, "rb").read(),
+}
+print(" ".join(f"{name.replace(' ', '_')}={outcome(step)}" for name, step in steps.items()))
+"""
+
+
+def remount(path, options):
+    """mount(8)'s remount, as an administrator types it; its stderr, or ''."""
+    result = subprocess.run(["mount", "-o", f"remount,{options}", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    return result.stderr if result.returncode else ""
+
+
+def flags(path):
+    """The mount's per-mount flags that a remount may change."""
+    with open("/proc/self/mountinfo") as f:
+        fields = [line.split() for line in f if line.split()[4] == str(path)][-1]
+    return sorted(set(fields[5].split(",")) & {"ro", "rw", "nosuid", "nodev", "noexec",
+                                                 "noatime", "relatime"})
+
+
+def test_remount_read_only_and_back_refuses_every_change_between(both):
+    """Read-only live: every change refused with EROFS, reads go on, a file
+    open for writing keeps the mount writable (EBUSY); and back to rw."""
+    seen = {}
+    for fs, root in both.items():
+        (root / "f").write_bytes(b"data")
+        with open(root / "f", "r+b"):
+            busy = remount(root, "ro")
+        assert remount(root, "ro") == ""
+        read_only = "ro" in flags(root)
+        refused = subprocess.run([sys.executable, "-c", CHANGES, root], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        with open(root / "f", "rb") as f:
+            data = f.read()
+        assert remount(root, "rw") == ""
+        (root / "g").write_bytes(b"again")
+        seen[fs] = (bool(busy), read_only, refused, data, "rw" in flags(root),
+                    (root / "g").read_bytes())
+    assert seen["holefs"] == seen["tmpfs"]
+    busy, read_only, refused, data, writable, written = seen["holefs"]
+    assert busy and read_only and writable and (data, written) == (b"data", b"again")
+    assert refused == [f"{step}={'ok' if step == 'read' else 'EROFS'}" for step in
+                       ["open_for_writing", "create", "mkdir", "unlink", "rename", "link",
+                        "symlink", "chmod", "truncate", "utime", "setxattr", "read"]]
+
+
+def test_mount_flags_change_live(both):
+    """noexec refuses exec, and nosuid, nodev and noatime show, until a
+    remount takes them back; the data stays."""
+    seen = {}
+    for fs, root in both.items():
+        script = root / "run"
+        script.write_text("#!/bin/sh\necho ran\n")
+        script.chmod(0o755)
+        steps = []
+        # From noatime, only strictatime goes back: mount(8) adds relatime
+        # to the noatime in force, and the kernel lets noatime win.
+        for options in ["noexec,nosuid,nodev,noatime", "exec,suid,dev,relatime",
+                        "strictatime", "relatime"]:
+            assert remount(root, options) == ""
+            ran = subprocess.run(["sh", "-c", f"exec {script}"], capture_output=True, text=True)
+            steps.append((flags(root), ran.stdout or ran.returncode))
+        seen[fs] = steps
+    assert seen["holefs"] == seen["tmpfs"] == [
+        (["noatime", "nodev", "noexec", "nosuid", "rw"], 126),
+        (["noatime", "rw"], "ran\n"), (["rw"], "ran\n"), (["relatime", "rw"], "ran\n")]
+
+
+def test_read_only_remount_with_a_new_size_and_a_size_while_read_only(mount_holefs):
+    """tmpfs takes both in one mount(2): so does holefs, in its two steps."""
+    m = mount_holefs("size=16M")
+    (m / "f").write_bytes(bytes(MiB))
+    assert remount(m.path, "ro,size=32M") == ""
+    assert "ro" in flags(m.path) and os.statvfs(m.path).f_blocks * 4096 == 32 * MiB
+    assert remount(m.path, "size=24M") == ""
+    assert "ro" in flags(m.path) and os.statvfs(m.path).f_blocks * 4096 == 24 * MiB
+    refused = remount(m.path, "rw,size=512k")
+    assert "size=512.0 KiB is less than the 1.0 MiB in use" in refused
+    assert "ro" in flags(m.path), "a refused remount must leave the flags as they were"
+    assert m.status()["options"].endswith(",ro,nosuid,nodev,relatime")
