@@ -94,8 +94,8 @@
  *     truncating SETATTR: the mode (exec honours a cached set-ID bit);
  *   - setxattr of system.posix_acl_access, which changes the mode;
  *   - set_flags: the ctime.
- * Times that only holefs moves (atime, by relatime) are not pushed: the
- * kernel's copy is at most cache_timeout old, as with any remote fs.
+ * Times that only holefs moves (atime, on a read) need no push: the kernel
+ * marks atime stale itself after each READ and READDIR.
  *
  * State has one owner, Python: the namespace, the extent maps and the
  * tiers live in holefs's Python objects, and this file keeps none of it,

@@ -25,6 +25,7 @@ import logging
 import os
 import stat
 import threading
+import time
 
 import pyfuse3
 
@@ -259,7 +260,7 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self._attr(inode), cookie):
                 return
             inode.lookups += 1  # readdirplus: the kernel now references it
-        directory.note_access()
+        directory.note_access(self.ns.dir_atime)
 
     # File data ----------------------------------------------------------
 
@@ -273,7 +274,12 @@ class Operations(pyfuse3.Operations):
             self.store.truncate(inode.extents, 0)
             inode.size = 0
             inode.touch()
-        return pyfuse3.FileInfo(fh=inode_id, keep_cache=True)
+        # A read served from the page cache never reaches holefs: when the
+        # next read is due to move atime, the kernel drops the cache, so
+        # that the read comes here.
+        reads = flags & os.O_ACCMODE != os.O_WRONLY
+        due = reads and inode.access_moves_atime(self.ns.file_atime, time.time_ns())
+        return pyfuse3.FileInfo(fh=inode_id, keep_cache=not due)
 
     # Extended attributes ------------------------------------------------
 
@@ -491,7 +497,7 @@ class FastPath:
     def read(self, fh, offset, length):
         inode = self.ns[fh]
         length = min(length, inode.size - offset)
-        inode.note_access()
+        inode.note_access(self.ns.file_atime)
         if length <= 0:
             return b""
         return self.store.read(inode.extents, offset, length)

@@ -21,7 +21,7 @@ from . import PYFUSE3_BEFORE_SHIM, _shim
 from .extents import PAGE
 from .fs import CACHE_TIMEOUT, Operations
 from .logtext import quoted
-from .mounttable import filesystem_type, holders, unmount
+from .mounttable import filesystem_type, holders, mount_flags, unmount
 from .namespace import Namespace
 from .sdnotify import notify
 from .tiers import Store, open_ram_tier, open_spill_tier
@@ -193,6 +193,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
         stack.callback(_close_session)
         if not _shim.engaged():
             raise MountError(shim_not_engaged(_shim.libfuse(), PYFUSE3_BEFORE_SHIM))
+        namespace.follow_mount_flags(mount_flags(mountpoint))
         on_ready()
         log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
                  options.size >> 20, options.ram >> 20,

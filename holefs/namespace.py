@@ -25,6 +25,7 @@ XATTR_OVERHEAD = 40
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
+RELATIME_AGE_NS = 24 * 3600 * 10**9
 
 
 class Inode:
@@ -63,12 +64,19 @@ class Inode:
         if modified:
             self.mtime_ns = now
 
-    def note_access(self):
-        """Update atime as relatime does: only when it is behind."""
-        if self.flags & inodeflags.NOATIME:
-            return
-        if self.atime_ns <= self.mtime_ns or self.atime_ns <= self.ctime_ns:
-            self.atime_ns = time.time_ns()
+    def access_moves_atime(self, rule, now):
+        """Whether a read at *now* moves atime, under the mount's *rule*:
+        "noatime", "strictatime", or "relatime", which moves it only when
+        it is not past the last change, or is a day old, as Linux does."""
+        if rule == "noatime" or self.flags & inodeflags.NOATIME:
+            return False
+        return rule == "strictatime" or self.atime_ns <= max(self.mtime_ns, self.ctime_ns) \
+            or now - self.atime_ns >= RELATIME_AGE_NS
+
+    def note_access(self, rule):
+        now = time.time_ns()
+        if self.access_moves_atime(rule, now):
+            self.atime_ns = now
 
 
 def xattr_space(name, value):
@@ -88,6 +96,7 @@ class Namespace:
 
     def __init__(self, max_inodes, root_mode, uid, gid):
         self.max_inodes = max_inodes
+        self.file_atime = self.dir_atime = "relatime"  # what a read does to atime
         self.inodes = {}
         self.xattr_bytes = 0
         self._orphans = 0
@@ -96,6 +105,15 @@ class Namespace:
         root = self._new(root_mode | stat.S_IFDIR, uid, gid)
         root.parent = root
         self.root = root
+
+    def follow_mount_flags(self, flags):
+        """Take the atime rules from the kernel's flags for the mount: the
+        kernel leaves atime to a FUSE daemon, and on tmpfs the VFS keeps it
+        still on a read-only mount."""
+        rule = "noatime" if {"ro", "noatime"} & set(flags) else \
+            "relatime" if "relatime" in flags else "strictatime"
+        self.file_atime = rule
+        self.dir_atime = "noatime" if "nodiratime" in flags else rule
 
     @property
     def used_inodes(self):

@@ -104,26 +104,29 @@ class Remount:
         control.reply(pending, refusal.errno, str(refusal))
 
     async def _remount(self, text, check):
+        # The mount table is read before the lock: the kernel may be
+        # waiting for this daemon while it answers.
+        in_force, flags = options_in_force(self.mountpoint), mount_flags(self.mountpoint)
         with self.ops.fast.lock:  # the shim's threads serve meanwhile
-            new, spill = self._plan(text)
+            new, spill = self._plan(text, in_force)
             if check:
                 if spill is not None:
                     spill.close()
                 return
             notify(reloading())
-            self._apply(new, spill)
+            self._apply(new, spill, flags)
         try:
             await self._spill_excess()
         finally:
             notify("READY=1")
 
-    def _plan(self, text):
+    def _plan(self, text, in_force):
         """The new options, and a spill tier if they turn spill on; refuse
         what does not fit what is in use, as tmpfs refuses (EINVAL)."""
         ops = self.ops
         store, current = ops.store, ops.options
         try:
-            new = mount_options.remount(current, text, options_in_force(self.mountpoint))
+            new = mount_options.remount(current, text, in_force)
         except mount_options.OptionError as e:
             raise Refused(errno.EINVAL, str(e)) from None
         if new.size // PAGE < store.used:
@@ -157,19 +160,20 @@ class Remount:
                                         f"has {human(tier.free_pages() * PAGE)} free")
         return new, spill
 
-    def _apply(self, new, spill):
+    def _apply(self, new, spill, flags):
         ops = self.ops
         store = ops.store
         if spill is not None:
             store.spill = spill
         store.limit, store.ram_budget = new.size // PAGE, new.ram // PAGE
         ops.ns.max_inodes = new.nr_inodes
+        ops.ns.follow_mount_flags(flags)
         ops.options = new
         if new.debug:
             logging.getLogger().setLevel(logging.DEBUG)
         for option, why in new.no_effect:
             log.warning("option %s has no effect: %s", option, why)
-        log.info("remounted %s: %s", self.mountpoint, new.describe(mount_flags(self.mountpoint)))
+        log.info("remounted %s: %s", self.mountpoint, new.describe(flags))
 
     async def _spill_excess(self):
         """Move the coldest chunks to spill until RAM fits ram= again, a

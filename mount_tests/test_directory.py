@@ -1,4 +1,4 @@
-"""A directory's cookies and rename's whiteout, without a mount."""
+"""A directory's cookies, rename's whiteout and the atime rules, without a mount."""
 
 import errno
 import stat
@@ -6,7 +6,9 @@ import stat
 import pytest
 
 from holefs.directory import FIRST_COOKIE, Entries
-from holefs.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, Namespace
+from holefs.inodeflags import NOATIME
+from holefs.namespace import (RELATIME_AGE_NS, RENAME_EXCHANGE, RENAME_NOREPLACE,
+                              RENAME_WHITEOUT, Namespace)
 
 
 def names_since(entries, cookie):
@@ -40,3 +42,29 @@ def test_whiteout_is_a_device_of_the_caller_in_the_old_name():
     with pytest.raises(OSError) as e:
         ns.rename(ns.root, b"g", ns.root, b"f", RENAME_WHITEOUT | RENAME_EXCHANGE)
     assert e.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("flags,files,dirs", [
+    (["rw", "relatime"], "relatime", "relatime"),
+    (["rw"], "strictatime", "strictatime"),
+    (["rw", "noatime"], "noatime", "noatime"),
+    (["ro", "relatime"], "noatime", "noatime"),
+    (["rw", "nodiratime", "relatime"], "relatime", "noatime"),
+])
+def test_atime_rules_follow_the_mount_flags(flags, files, dirs):
+    ns = Namespace(100, 0o1777, 0, 0)
+    ns.follow_mount_flags(flags)
+    assert (ns.file_atime, ns.dir_atime) == (files, dirs)
+
+
+def test_relatime_moves_atime_behind_a_change_or_a_day_old():
+    inode = Namespace(100, 0o1777, 0, 0).root
+    inode.atime_ns, inode.mtime_ns, inode.ctime_ns = 10, 20, 20
+    assert inode.access_moves_atime("relatime", 30)
+    inode.atime_ns = 25
+    assert not inode.access_moves_atime("relatime", 30)
+    assert inode.access_moves_atime("relatime", 25 + RELATIME_AGE_NS)
+    assert inode.access_moves_atime("strictatime", 30)
+    assert not inode.access_moves_atime("noatime", 25 + RELATIME_AGE_NS)
+    inode.flags = NOATIME
+    assert not inode.access_moves_atime("strictatime", 30)

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -161,6 +162,7 @@ def test_overlayfs_takes_holefs_as_its_upper_layer(both, tmp_path):
 # Each change a read-only filesystem refuses, with what it got.
 CHANGES = r"""
 import errno, os, sys
+from holefs import release
 root = sys.argv[1]
 f = os.path.join(root, "f")
 def outcome(step):
@@ -181,6 +183,7 @@ steps = {
     "truncate": lambda: os.truncate(f, 0),
     "utime": lambda: os.utime(f, (1, 1)),
     "setxattr": lambda: os.setxattr(f, "user.x", b"1"),
+    "punch": lambda: release(f, 0, 4096, any_fs=True),
     "read": lambda: open(f, "rb").read(),
 }
 print(" ".join(f"{name.replace(' ', '_')}={outcome(step)}" for name, step in steps.items()))
@@ -225,7 +228,7 @@ def test_remount_read_only_and_back_refuses_every_change_between(both):
     assert busy and read_only and writable and (data, written) == (b"data", b"again")
     assert refused == [f"{step}={'ok' if step == 'read' else 'EROFS'}" for step in
                        ["open_for_writing", "create", "mkdir", "unlink", "rename", "link",
-                        "symlink", "chmod", "truncate", "utime", "setxattr", "read"]]
+                        "symlink", "chmod", "truncate", "utime", "setxattr", "punch", "read"]]
 
 
 def test_mount_flags_change_live(both):
@@ -262,3 +265,45 @@ def test_read_only_remount_with_a_new_size_and_a_size_while_read_only(mount_hole
     assert "size=512.0 KiB is less than the 1.0 MiB in use" in refused
     assert "ro" in flags(m.path), "a refused remount must leave the flags as they were"
     assert m.status()["options"].endswith(",ro,nosuid,nodev,relatime")
+
+
+DAY = 24 * 3600
+
+
+def test_atime_as_relatime_strictatime_noatime_and_ro_move_it(both):
+    """Whether each read moves atime, read through fresh opens as programs
+    do, so that holefs serves from its page cache where it can."""
+    def read(path):
+        with open(path, "rb") as f:
+            f.read()
+
+    def moved(path, action, *, times=None):
+        if times is not None:
+            os.utime(path, times)
+        before = os.stat(path).st_atime_ns
+        time.sleep(0.02)  # tmpfs's clock moves by the tick
+        action(path)
+        return os.stat(path).st_atime_ns != before
+
+    seen = {}
+    for fs, root in both.items():
+        f, d = root / "f", root / "d"
+        f.write_bytes(b"x" * 10000)
+        d.mkdir()
+        now = int(time.time())
+        steps = [moved(f, read, times=(1000, 2000)),       # relatime: behind mtime
+                 moved(f, read),                            # past it now
+                 moved(f, lambda p: p.write_bytes(b"y")) or moved(f, read),  # a write, then
+                 moved(f, read, times=(now - 2 * DAY, now - 3 * DAY)),  # a day old
+                 moved(d, os.listdir, times=(1000, 2000)),
+                 moved(d, os.listdir)]
+        assert remount(root, "strictatime") == ""
+        steps += [moved(f, read), moved(f, read)]
+        assert remount(root, "noatime") == ""
+        steps += [moved(f, read, times=(1000, 2000)), moved(d, os.listdir, times=(1000, 2000))]
+        assert remount(root, "strictatime") == "" and remount(root, "ro") == ""
+        steps += [moved(f, read), moved(d, os.listdir)]
+        assert remount(root, "rw,relatime") == ""
+        seen[fs] = steps
+    assert seen["holefs"] == seen["tmpfs"] == [True, False, True, True, True, False,
+                                               True, True, False, False, False, False]
