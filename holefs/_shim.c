@@ -22,9 +22,10 @@
  * Opcodes served here, without trio (SERVED_IN_C below is the one list):
  *   READ, WRITE, FALLOCATE, LSEEK, LOOKUP, GETATTR, CREATE, TMPFILE,
  *       UNLINK, IOCTL's FS_IOC_[FS]GETFLAGS and [FS]SETFLAGS, and the
- *       ioctls of holefs's own type: by the Python
- *       handler object given to install() (fs.FastPath), called
- *       synchronously with the GIL held;
+ *       ioctls of holefs's own type: by the Python handler object given
+ *       to install() (fs.FastPath), called synchronously with the GIL
+ *       held; an O_DIRECT WRITE is answered once the kernel has dropped
+ *       its cached pages of the range (DIRECT WRITES below);
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
@@ -287,6 +288,113 @@ static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /* The handler sees the request's own buffer through a memoryview, which is
  * released before libfuse reuses the buffer: no copy. */
+/*
+ * DIRECT WRITES
+ *
+ * The kernel drops its cached pages of a range before an O_DIRECT write,
+ * and, for a synchronous one, after it too; after an asynchronous one (aio,
+ * io_uring) it does not, so pages that a buffered reader's readahead read
+ * meanwhile keep the old bytes.  holefs drops them itself (a notification
+ * of the range) before it answers.  That may wait for page locks that
+ * READs in flight hold, so some thread must stay free to read and serve
+ * them: a worker notifies itself only while another worker waits in
+ * read(2), which is then not allowed to; otherwise the reply goes out from
+ * the invalidator thread, after its notification.  The hop to that thread
+ * costs a round trip's worth (RESULTS.md), so it is the fallback.
+ */
+
+struct direct_write {
+    struct direct_write *next;
+    fuse_req_t req;
+    fuse_ino_t ino;
+    off_t off;
+    size_t size;
+};
+
+static pthread_mutex_t invalidator_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t invalidator_wake = PTHREAD_COND_INITIALIZER;
+static struct direct_write *direct_head, **direct_tail = &direct_head; /* under the lock */
+static int invalidator_state; /* 0 not started, 1 running, 2 stopping; under the lock */
+static pthread_t invalidator;
+
+static void *invalidator_main(void *unused)
+{
+    pthread_mutex_lock(&invalidator_lock);
+    for (;;) {
+        while (direct_head == NULL && invalidator_state == 1)
+            pthread_cond_wait(&invalidator_wake, &invalidator_lock);
+        struct direct_write *w = direct_head;
+        if (w == NULL)
+            break; /* stopping, and every write answered */
+        direct_head = w->next;
+        if (direct_head == NULL)
+            direct_tail = &direct_head;
+        pthread_mutex_unlock(&invalidator_lock);
+        fuse_lowlevel_notify_inval_inode(session, w->ino, w->off, (off_t)w->size);
+        fuse_reply_write(w->req, w->size);
+        free(w);
+        pthread_mutex_lock(&invalidator_lock);
+    }
+    pthread_mutex_unlock(&invalidator_lock);
+    (void)unused;
+    return NULL;
+}
+
+static __thread int is_worker;
+static int workers_reading; /* in read(2) now; atomic */
+
+static void reply_direct_write(fuse_req_t req, fuse_ino_t ino, off_t off, size_t size)
+{
+    int expected = __atomic_load_n(&workers_reading, __ATOMIC_SEQ_CST);
+    while (is_worker && expected > 0) {
+        /* Take one reader's place, so that no two notify on its account. */
+        if (__atomic_compare_exchange_n(&workers_reading, &expected, expected - 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            fuse_lowlevel_notify_inval_inode(session, ino, off, (off_t)size);
+            __atomic_add_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
+            fuse_reply_write(req, size);
+            return;
+        }
+    }
+    struct direct_write *w = malloc(sizeof *w);
+    pthread_mutex_lock(&invalidator_lock);
+    if (w != NULL && invalidator_state == 0 && session != NULL &&
+        pthread_create(&invalidator, NULL, invalidator_main, NULL) == 0) {
+        pthread_setname_np(invalidator, "holefs-inval");
+        invalidator_state = 1;
+    }
+    int queued = w != NULL && invalidator_state == 1;
+    if (queued) {
+        *w = (struct direct_write){NULL, req, ino, off, size};
+        *direct_tail = w;
+        direct_tail = &w->next;
+        pthread_cond_signal(&invalidator_wake);
+    }
+    pthread_mutex_unlock(&invalidator_lock);
+    if (!queued) { /* out of memory or threads: the write stands, the cache may lag */
+        free(w);
+        fuse_reply_write(req, size);
+    }
+}
+
+/* Answers the writes still queued, and ends the thread. */
+static void stop_invalidator(void)
+{
+    pthread_mutex_lock(&invalidator_lock);
+    int running = invalidator_state == 1;
+    invalidator_state = running ? 2 : 0;
+    pthread_cond_signal(&invalidator_wake);
+    pthread_mutex_unlock(&invalidator_lock);
+    if (running) {
+        int have_gil = PyGILState_Check();
+        PyThreadState *thread = have_gil ? PyEval_SaveThread() : NULL;
+        pthread_join(invalidator, NULL);
+        if (have_gil)
+            PyEval_RestoreThread(thread);
+        invalidator_state = 0;
+    }
+}
+
 static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
                            struct fuse_bufvec *bufv, off_t off,
                            struct fuse_file_info *fi)
@@ -318,9 +426,10 @@ static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
     PyGILState_Release(gil);
     if (ret < 0)
         fuse_reply_err(req, (int)-ret);
+    else if (fi->flags & O_DIRECT && !fi->writepage && ret > 0)
+        reply_direct_write(req, ino, off, (size_t)ret);
     else
         fuse_reply_write(req, (size_t)ret);
-    (void)ino;
 }
 
 static void shim_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
@@ -1036,9 +1145,12 @@ static void *worker_main(void *unused)
     w.thread = PyEval_SaveThread();
     w.mem = malloc(WORKER_BUFFER);
     pthread_cleanup_push(worker_exit, &w);
+    is_worker = 1;
     while (w.mem != NULL) {
         pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        __atomic_add_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
         ssize_t n = read(session_fd, w.mem, WORKER_BUFFER);
+        __atomic_sub_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN || errno == ENOENT)
@@ -1092,6 +1204,7 @@ static void stop_workers(void)
     if (have_gil)
         PyEval_RestoreThread(thread);
     workers_running = 0;
+    workers_reading = 0; /* they were cancelled in read(2) */
     while (handoff_head != NULL) {
         struct handed_over *item = handoff_head;
         handoff_head = item->next;
@@ -1124,6 +1237,7 @@ void fuse_session_destroy(struct fuse_session *se)
     if (se == session) {
         if (handoff_fd >= 0)
             stop_workers();
+        stop_invalidator();
         session = NULL;
     }
     if (real != NULL)

@@ -307,3 +307,16 @@ def test_atime_as_relatime_strictatime_noatime_and_ro_move_it(both):
         seen[fs] = steps
     assert seen["holefs"] == seen["tmpfs"] == [True, False, True, True, True, False,
                                                True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("threads", ["threads=2", "threads=0"])
+def test_buffered_reads_see_asynchronous_direct_writes(mount_holefs, small_tmpfs, cprog,
+                                                       threads):
+    """xfstests' aio-dio-invalidate-readahead: readahead races each aio
+    O_DIRECT write; once it completes, the page cache holds the new bytes
+    (with workers, and with trio's thread alone)."""
+    roots = {"holefs": mount_holefs(f"size=16M,{threads}").path, "tmpfs": small_tmpfs("16M")}
+    stale = {fs: subprocess.run([cprog("aio_dio_readahead"), root / "f", "100"],
+                                capture_output=True, text=True, check=True).stdout.split()
+             for fs, root in roots.items()}
+    assert stale == {"holefs": ["0"], "tmpfs": ["0"]}
