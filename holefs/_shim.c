@@ -26,6 +26,8 @@
  *       to install() (fs.FastPath), called synchronously with the GIL
  *       held; an O_DIRECT WRITE is answered once the kernel has dropped
  *       its cached pages of the range (DIRECT WRITES below);
+ *   STATX (Linux 6.6 on), which libfuse does not know: answered here in
+ *       the kernel's own form, with the birth time (serve_statx below);
  *   RELEASE: answered here, at once: holefs keeps nothing per open file
  *       (the fh is the inode number), and the kernel sends one after every
  *       close, which would otherwise wait its turn through trio;
@@ -59,12 +61,14 @@
  *   tmpfile(parent, mode, uid, gid, umask) -> the same, for a file with
  *       no name (O_TMPFILE), whose nlink is 0 until LINK names it
  *   unlink(parent, name) -> None
+ *   statx(inode) -> (attributes, birth time in ns)
  *   get_flags(inode, as_xflags) -> chattr's flags, or FSGETXATTR's xflags;
  *   set_flags(inode, flags, as_xflags) -> None
- *   control(pending, inode, cmd, data, uid) -> None: an ioctl of holefs's
- *       own type (CONTROL_TYPE, holefs/control.py), with its input bytes
- *       and the caller's uid.  It may answer later, from any thread, with
- *       pending.answer(result, data); a Pending dropped unanswered gets EIO
+ *   control(pending, inode, cmd, data, uid, pid) -> None: an ioctl of
+ *       holefs's own type (CONTROL_TYPE, holefs/control.py), with its
+ *       input bytes and the caller's uid and thread.  It may answer
+ *       later, from any thread, with pending.answer(result, data); a
+ *       Pending dropped unanswered gets EIO
  *   drop_setid(inode, uid, gid, pid, request) -> None: clear set-user-ID,
  *       set-group-ID and security.capability as the VFS does on a write,
  *       truncate, chown or fallocate by that caller; *request* is "write",
@@ -124,6 +128,11 @@
  *     to holefs, which applies it only where no default ACL is inherited;
  *     holefs keeps the mode and the ACL in step (holefs/acl.py).
  *   - ioctl_dir: on, so that chattr works on directories too.
+ *   - allow_idmap: on where the kernel offers it (Linux 6.12), so that
+ *     idmapped mounts of holefs can be made, as of tmpfs.  The kernel then
+ *     sends the caller's uid and gid only with requests that make an
+ *     inode, and (uid_t)-1 with the others (holefs/credentials.py).  No
+ *     libfuse before 3.18 knows it: the shim adds it to the INIT reply.
  * libfuse 3.17 keeps them in want_ext, but still converts a changed `want`,
  * which pyfuse3 also uses; both are changed only through `want`.
  */
@@ -141,6 +150,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -175,7 +185,7 @@ static void (*pyfuse3_setxattr)(fuse_req_t req, fuse_ino_t ino,
 static struct fuse_conn_info *conn_info;
 static PyObject *read_cb, *write_cb, *fallocate_cb, *lseek_cb, *drop_setid_cb;
 static PyObject *lookup_cb, *getattr_cb, *create_cb, *tmpfile_cb, *unlink_cb;
-static PyObject *get_flags_cb, *set_flags_cb, *control_cb;
+static PyObject *get_flags_cb, *set_flags_cb, *control_cb, *statx_cb;
 static double cache_timeout; /* for names and attributes, from install() */
 static int engaged;
 static struct fuse_session *session; /* the mounted one, for notifications */
@@ -193,10 +203,12 @@ static session_fd_fn real_session_fd;
 #define REQUEST_HEADROOM 4096             /* what a WRITE needs beside its data */
 static void start_workers(struct fuse_session *se);
 static int kernel_offers_killpriv_v2; /* read from the INIT request */
-#if !LIBFUSE_KNOWS_KILLPRIV_V2
+static int kernel_offers_idmap;       /* FUSE_ALLOW_IDMAP, Linux 6.12 on */
 static uint64_t init_unique;          /* the INIT request, until answered */
 static int killpriv_v2_added;         /* to the INIT reply, by io_writev */
-#endif
+static int idmap_added;               /* to the INIT reply, by io_writev */
+/* Not in the kernel headers before 6.12, nor libfuse's before 3.18. */
+#define INIT_ALLOW_IDMAP_FLAGS2 (1U << (40 - 32))
 
 /* The errno that a failed handler call stands for, with the exception
  * cleared: an OSError's own, or EIO for anything else, which is a bug and
@@ -665,7 +677,7 @@ static PyTypeObject PendingType = {
 static void shim_control(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
                          const void *in_buf, size_t in_bufsz, size_t out_bufsz)
 {
-    unsigned int uid = (unsigned int)fuse_req_ctx(req)->uid;
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
     PyGILState_STATE gil = PyGILState_Ensure();
     int err = 0;
     Pending *pending = PyObject_New(Pending, &PendingType);
@@ -675,9 +687,10 @@ static void shim_control(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
     } else {
         pending->req = req;
         pending->out_size = out_bufsz;
-        PyObject *out = call(control_cb, &err, "(OKIy#I)", (PyObject *)pending,
+        PyObject *out = call(control_cb, &err, "(OKIy#II)", (PyObject *)pending,
                              (unsigned long long)ino, cmd, in_buf ? in_buf : "",
-                             (Py_ssize_t)in_bufsz, uid);
+                             (Py_ssize_t)in_bufsz, (unsigned int)ctx->uid,
+                             (unsigned int)ctx->pid);
         if (out == NULL && pending->req != NULL)
             pending->req = NULL; /* the error is the answer, below */
         else
@@ -811,10 +824,11 @@ static int killpriv_v2(void)
 #endif
 }
 
-#if !LIBFUSE_KNOWS_KILLPRIV_V2
 /* libfuse's custom I/O: plain read and writev on the session's fd, except
- * that the INIT reply also takes handle_killpriv_v2 when the kernel offers
- * it, which a libfuse before 3.17 cannot ask for itself. */
+ * that the INIT reply also takes what the kernel offers and holefs wants
+ * but libfuse cannot ask for: handle_killpriv_v2 before libfuse 3.17, and
+ * allow_idmap (idmapped mounts; the kernel then sends the caller's ids
+ * only with the requests that make an inode, see holefs/credentials.py). */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
     (void)userdata;
@@ -826,16 +840,24 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
     const struct fuse_out_header *out = iov[0].iov_base;
     if (init_unique != 0 && out->unique == init_unique) {
         init_unique = 0;
-        if (out->error == 0 && kernel_offers_killpriv_v2 && count > 1 &&
-            iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
-            ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
-            killpriv_v2_added = 1;
+        struct fuse_init_out *init = count > 1 ? iov[1].iov_base : NULL;
+        size_t size = count > 1 ? iov[1].iov_len : 0;
+        if (out->error == 0 && size >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
+            if (!LIBFUSE_KNOWS_KILLPRIV_V2 && kernel_offers_killpriv_v2) {
+                init->flags |= FUSE_HANDLE_KILLPRIV_V2;
+                killpriv_v2_added = 1;
+            }
+            if (kernel_offers_idmap &&
+                size >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+                init->flags |= FUSE_INIT_EXT;
+                init->flags2 |= INIT_ALLOW_IDMAP_FLAGS2;
+                idmap_added = 1;
+            }
         }
     }
     (void)userdata;
     return writev(fd, iov, count);
 }
-#endif
 
 /* pyfuse3 mounts through here, so that an older libfuse's session gets
  * the custom I/O above once it has its fd, and the workers start. */
@@ -849,12 +871,10 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
     int res = real(se, mountpoint);
     if (res == 0)
         session = se;
-#if !LIBFUSE_KNOWS_KILLPRIV_V2
     static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
     if (res == 0)
-        /* If this fails the session keeps plain I/O, without v2. */
+        /* If this fails the session keeps plain I/O, without what io_writev adds. */
         fuse_session_custom_io(se, &io, real_session_fd(se));
-#endif
     if (res == 0)
         start_workers(se);
     return res;
@@ -914,6 +934,119 @@ static void shim_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     X(FUSE_IOCTL, ioctl, shim_ioctl)             \
     X(FUSE_RELEASE, release, shim_release)
 
+/*
+ * STATX
+ *
+ * The kernel asks FUSE_STATX when a program wants the birth time, and
+ * remembers ENOSYS, which libfuse answers, as "no statx" for the
+ * connection.  So holefs answers it here, in the kernel's own form (the
+ * kernel's header has it only from 6.6, hence the copy), with the
+ * attributes that GETATTR gives and the birth time.
+ */
+#define OPCODE_STATX 52
+#define STATX_BASIC 0x7ffU
+#define STATX_BIRTH 0x800U
+
+struct sx_time {
+    int64_t sec;
+    uint32_t nsec;
+    int32_t reserved;
+};
+
+struct statx_in {
+    uint32_t getattr_flags, reserved;
+    uint64_t fh;
+    uint32_t sx_flags, sx_mask;
+};
+
+struct statx_out {
+    uint64_t attr_valid;
+    uint32_t attr_valid_nsec, flags;
+    uint64_t spare[2];
+    struct {
+        uint32_t mask, blksize;
+        uint64_t attributes;
+        uint32_t nlink, uid, gid;
+        uint16_t mode, spare0;
+        uint64_t ino, size, blocks, attributes_mask;
+        struct sx_time atime, btime, ctime, mtime;
+        uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+        uint64_t spare2[14];
+    } stat;
+};
+_Static_assert(sizeof(struct statx_out) == 32 + 256, "the kernel's struct fuse_statx_out");
+
+static struct sx_time sx_time(struct timespec ts)
+{
+    return (struct sx_time){.sec = ts.tv_sec, .nsec = (uint32_t)ts.tv_nsec};
+}
+
+static int statx_of(uint64_t ino, struct statx_out *out)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int err = 0;
+    struct stat st;
+    struct timespec btime;
+    PyObject *result = call(statx_cb, &err, "(K)", (unsigned long long)ino);
+    PyObject *attributes, *birth;
+    if (result != NULL) {
+        if (!PyArg_ParseTuple(result, "OO;statx", &attributes, &birth))
+            err = handler_errno(statx_cb);
+        else
+            err = -to_stat(statx_cb, attributes, &st);
+        if (!err && to_timespec(birth, &btime) < 0)
+            err = handler_errno(statx_cb);
+    }
+    Py_XDECREF(result);
+    PyGILState_Release(gil);
+    if (err)
+        return err;
+    memset(out, 0, sizeof *out);
+    out->attr_valid = (uint64_t)cache_timeout;
+    out->attr_valid_nsec = (uint32_t)((cache_timeout - (double)out->attr_valid) * 1e9);
+    out->stat.mask = STATX_BASIC | STATX_BIRTH;
+    out->stat.blksize = (uint32_t)st.st_blksize;
+    out->stat.nlink = (uint32_t)st.st_nlink;
+    out->stat.uid = st.st_uid;
+    out->stat.gid = st.st_gid;
+    out->stat.mode = (uint16_t)st.st_mode;
+    out->stat.ino = st.st_ino;
+    out->stat.size = (uint64_t)st.st_size;
+    out->stat.blocks = (uint64_t)st.st_blocks;
+    out->stat.atime = sx_time(st.st_atim);
+    out->stat.btime = sx_time(btime);
+    out->stat.ctime = sx_time(st.st_ctim);
+    out->stat.mtime = sx_time(st.st_mtim);
+    out->stat.rdev_major = major(st.st_rdev);
+    out->stat.rdev_minor = minor(st.st_rdev);
+    return 0;
+}
+
+static void serve_statx(struct fuse_session *se, const struct fuse_buf *buf)
+{
+    const struct fuse_in_header *in = buf->mem;
+    struct statx_out out;
+    int err = in->len < sizeof *in + sizeof(struct statx_in) ? EIO : statx_of(in->nodeid, &out);
+    struct fuse_out_header header = {
+        .len = (uint32_t)(sizeof header + (err ? 0 : sizeof out)),
+        .error = -err,
+        .unique = in->unique,
+    };
+    struct iovec iov[2] = {{&header, sizeof header}, {&out, sizeof out}};
+    /* ENOENT: the caller was interrupted and is gone; nothing to answer. */
+    while (writev(real_session_fd(se), iov, err ? 1 : 2) < 0 && errno == EINTR)
+        ;
+}
+
+/* Serve a request that served_here() took. */
+static void serve(struct fuse_session *se, const struct fuse_buf *buf)
+{
+    if (((const struct fuse_in_header *)buf->mem)->opcode == OPCODE_STATX)
+        serve_statx(se, buf);
+    else
+        real_process(se, buf);
+}
+
 static int served_here(const struct fuse_buf *buf)
 {
     const struct fuse_in_header *in = buf->mem;
@@ -924,6 +1057,7 @@ static int served_here(const struct fuse_buf *buf)
     SERVED_IN_C(CASE)
 #undef CASE
     case FUSE_TMPFILE:
+    case OPCODE_STATX:
         return 1;
     case FUSE_GETXATTR:
         return in->len > sizeof *in + sizeof(struct fuse_getxattr_in) &&
@@ -989,9 +1123,9 @@ static void before_dispatch(const struct fuse_buf *buf)
     if (in->opcode == FUSE_INIT && in->len >= sizeof *in + sizeof(struct fuse_init_in)) {
         const struct fuse_init_in *init = (const void *)(in + 1);
         kernel_offers_killpriv_v2 = (init->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
-#if !LIBFUSE_KNOWS_KILLPRIV_V2
+        kernel_offers_idmap = init->flags & FUSE_INIT_EXT &&
+                              init->flags2 & INIT_ALLOW_IDMAP_FLAGS2;
         init_unique = in->unique;
-#endif
         return;
     }
     const char *request = NULL;
@@ -1038,7 +1172,7 @@ static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
         before_dispatch(buf);
         if (!served_here(buf))
             return res;
-        real_process(se, buf);
+        serve(se, buf);
         if (served == STREAM_MAX || fuse_session_exited(se) ||
             !next_request_within(real_session_fd(se), STREAM_WAIT_MS))
             return -EINTR;
@@ -1161,7 +1295,7 @@ static void *worker_main(void *unused)
         struct fuse_buf buf = {.mem = w.mem, .size = (size_t)n};
         if (served_here(&buf)) {
             before_dispatch(&buf);
-            real_process(session, &buf);
+            serve(session, &buf);
         } else {
             /* A copy of its own size: a namespace request is small. */
             void *request = malloc((size_t)n);
@@ -1308,10 +1442,10 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
     PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
                           &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb,
-                          &get_flags_cb, &set_flags_cb, &control_cb};
+                          &get_flags_cb, &set_flags_cb, &control_cb, &statx_cb};
     const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
                            "lookup", "getattr", "create", "tmpfile", "unlink",
-                           "get_flags", "set_flags", "control"};
+                           "get_flags", "set_flags", "control", "statx"};
     enum { N = sizeof names / sizeof names[0] };
     PyObject *methods[N];
     for (int i = 0; i < N; i++) {
@@ -1389,6 +1523,10 @@ static PyObject *shim_negotiated(PyObject *self, PyObject *unused)
     if (out != NULL && PyDict_SetItemString(out, "handle_killpriv_v2", v2) < 0)
         Py_CLEAR(out);
     Py_DECREF(v2);
+    PyObject *idmap = PyBool_FromLong(idmap_added);
+    if (out != NULL && PyDict_SetItemString(out, "allow_idmap", idmap) < 0)
+        Py_CLEAR(out);
+    Py_DECREF(idmap);
     return out;
 }
 

@@ -12,7 +12,7 @@ import sys
 from . import STATUS_XATTR, control
 from . import options as mount_options
 from .logtext import SafeFormatter
-from .mounttable import mounted_on, options_in_force, set_flags, unmount
+from .mounttable import mount8_last_atime_wins, mounted_on, options_in_force, set_flags, unmount
 from .release import NotOnHolefs, release
 
 MOUNT_HELP = f"""\
@@ -307,7 +307,8 @@ def remount(mountpoint, text, whole=False):
     control.ask(mountpoint, control.CHECK_REMOUNT, text)
     in_force = options_in_force(mountpoint)
     before = mount_options.kernel_flags(in_force, "")
-    after = mount_options.kernel_flags(set() if whole else in_force, text)
+    after = mount_options.kernel_flags(set() if whole else in_force, text,
+                                       last_atime_wins=mount8_last_atime_wins())
     if after != before:
         try:
             set_flags(mountpoint, after)

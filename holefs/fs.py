@@ -2,8 +2,8 @@
 
 pyfuse3 runs each of `Operations`' handlers as a trio task.  `FastPath`
 holds the handlers that the C shim calls synchronously, without trio:
-read, write, fallocate, lseek, lookup, getattr, create, tmpfile and
-unlink, chattr's flags, the dropping of set-ID bits, and holefs's own
+read, write, fallocate, lseek, lookup, getattr, statx, create, tmpfile
+and unlink, chattr's flags, the dropping of set-ID bits, and holefs's own
 ioctls (handed to `Remount`), under the contract written at the top of
 holefs/_shim.c; the shim's worker threads call them beside trio's thread.
 So every handler holds `FastPath.lock` while it runs, and every request is
@@ -396,7 +396,7 @@ class Operations(pyfuse3.Operations):
         }
 
 
-def no_control(pending, inode, cmd, data, uid):
+def no_control(pending, inode, cmd, data, uid, pid):
     raise OSError(errno.ENOTTY, "no control requests here")
 
 
@@ -435,6 +435,12 @@ class FastPath:
     @served
     def getattr(self, inode_id):
         return attributes(self.ns[inode_id])
+
+    @served
+    def statx(self, inode_id):
+        """The attributes, and the birth time, which only statx shows."""
+        inode = self.ns[inode_id]
+        return attributes(inode), inode.btime_ns
 
     @served
     def create(self, parent_id, name, mode, uid, gid, umask):

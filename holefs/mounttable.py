@@ -133,6 +133,19 @@ def unmount(path, lazy=False):
     return result.stderr.strip().rpartition(": ")[2] or "fusermount3 failed"
 
 
+def mount8_last_atime_wins():
+    """Whether this machine's mount(8) lets a remount's last atime word win
+    (options.kernel_flags): libmount does when it mounts by file
+    descriptor, from util-linux 2.39 on."""
+    try:
+        libmount = ctypes.CDLL("libmount.so.1")
+    except OSError:
+        return False
+    features = ctypes.POINTER(ctypes.c_char_p)()
+    count = libmount.mnt_get_library_features(ctypes.byref(features))
+    return b"fd-based-mount" in (features[i] for i in range(max(count, 0)))
+
+
 def set_flags(path, flags):
     """Give the mount on *path* the mount(2) *flags* (options.kernel_flags),
     as mount(8) does for `-o remount`; the kernel syncs before it makes the

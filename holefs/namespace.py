@@ -32,7 +32,7 @@ class Inode:
     """One file, directory, symlink or special file."""
 
     __slots__ = ("id", "mode", "uid", "gid", "nlink", "size", "rdev",
-                 "atime_ns", "mtime_ns", "ctime_ns", "lookups",
+                 "atime_ns", "mtime_ns", "ctime_ns", "btime_ns", "lookups",
                  "entries", "parent", "extents", "target", "xattrs", "flags")
 
     def __init__(self, id, mode, uid, gid, rdev=0):
@@ -44,7 +44,7 @@ class Inode:
         self.rdev = rdev
         self.nlink = 2 if stat.S_ISDIR(mode) else 0
         self.size = 0
-        self.atime_ns = self.mtime_ns = self.ctime_ns = now
+        self.atime_ns = self.mtime_ns = self.ctime_ns = self.btime_ns = now
         self.lookups = 0
         self.entries = Entries() if stat.S_ISDIR(mode) else None
         self.parent = None

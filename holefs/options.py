@@ -50,6 +50,7 @@ KERNEL_FLAGS = {
     "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
     "strictatime": (MS_STRICTATIME, 0), "nodiratime": (MS_NODIRATIME, 0),
 }
+ATIME_WORDS = {"noatime", "relatime", "strictatime"}
 # Options that only a new mount can change, and what to do instead.
 FIXED = {
     "mode": "the root directory's mode is set at mount; chmod the mountpoint instead",
@@ -284,10 +285,14 @@ def remount(current, text, in_force):
     return new
 
 
-def kernel_flags(in_force, text):
+def kernel_flags(in_force, text, last_atime_wins=False):
     """The mount(2) flags that `-o remount,TEXT` leaves on a mount whose
     kernel options are *in_force*: the flags in force, then TEXT's flag
-    words in order, the last word of a kind winning, as with mount(8)."""
+    words in order, the last word of a kind winning, as with mount(8).
+
+    mount(8) before util-linux 2.39 hands the kernel every atime word, and
+    the kernel lets noatime win; later ones set the flags as a whole, so
+    the last atime word wins (*last_atime_wins*)."""
     ro = "ro" in in_force  # per mount, or the whole filesystem
     flags = MS_RDONLY if ro else 0
     for word in ("nosuid", "nodev", "noexec", "sync", "dirsync", "noatime", "relatime",
@@ -297,5 +302,7 @@ def kernel_flags(in_force, text):
     for item in text.split(","):
         if item in KERNEL_FLAGS:
             set_bits, clear_bits = KERNEL_FLAGS[item]
+            if last_atime_wins and item in ATIME_WORDS:
+                clear_bits |= MS_NOATIME | MS_RELATIME | MS_STRICTATIME
             flags = flags & ~clear_bits | set_bits
     return flags

@@ -24,6 +24,7 @@ import trio
 from . import control
 from . import options as mount_options
 from .cli import human
+from .credentials import caller_uid
 from .extents import PAGE
 from .mounttable import mount_flags, options_in_force
 from .sdnotify import notify, reloading
@@ -61,13 +62,14 @@ class Remount:
         self._token = None  # trio's, once serve() runs
         self._send, self._waiting = trio.open_memory_channel(REMOUNTS_WAITING)
 
-    def submit(self, pending, inode, cmd, data, uid):
+    def submit(self, pending, inode, cmd, data, uid, pid):
         """The shim's control handler, on any thread: refuse at once what
         is not a remount by root or the owner, and queue the rest for
         serve()."""
         if cmd not in (control.REMOUNT, control.CHECK_REMOUNT) or inode != pyfuse3.ROOT_INODE:
             raise OSError(errno.ENOTTY, "not a holefs control request")
         text = os.fsdecode(data.partition(b"\0")[0])
+        uid = caller_uid(uid, pid)
         if uid not in (0, os.getuid()):
             self._refuse(pending, uid, Refused(
                 errno.EPERM, f"only root or the mount's owner (uid {os.getuid()}) may "

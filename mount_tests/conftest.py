@@ -56,6 +56,11 @@ def is_mounted(path):
         return any(line.split()[1] == str(path) for line in f)
 
 
+def kernel_version():
+    """The running kernel's (major, minor)."""
+    return tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+
+
 def drop_page_cache(what="1"):
     """Make the next reads of every file come from the daemon; with
     what="3", the next lookups and stats too (dentries and inodes)."""

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, as_nobody, drop_page_cache, run_holefs
+from conftest import MiB, as_nobody, drop_page_cache, kernel_version, run_holefs
 from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
@@ -43,6 +43,7 @@ def test_init_settles_the_capabilities_holefs_relies_on(fs):
         "posix_acl": True,
         "dont_mask": True,
         "ioctl_dir": True,
+        "allow_idmap": kernel_version() >= (6, 12),
     }
     built_against = subprocess.run(["pkg-config", "--modversion", "fuse3"],
                                    capture_output=True, text=True, check=True).stdout.strip()

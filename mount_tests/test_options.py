@@ -7,9 +7,9 @@ import hypothesis
 import pytest
 
 from holefs.extents import CHUNK
-from holefs.options import (MS_NOATIME, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME,
-                            MS_STRICTATIME, OptionError, kernel_flags, parse, parse_size,
-                            physical_memory, remount)
+from holefs.options import (MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
+                            MS_RDONLY, MS_RELATIME, MS_STRICTATIME, OptionError, kernel_flags,
+                            parse, parse_size, physical_memory, remount)
 
 
 @pytest.mark.parametrize("text,value", [
@@ -131,6 +131,16 @@ def test_remount_leaves_the_kernel_flags_to_the_kernel():
 ])
 def test_kernel_flags(in_force, text, flags):
     assert kernel_flags(in_force, text) == flags
+
+
+@pytest.mark.parametrize("in_force,text,flags", [
+    ({"rw", "noatime"}, "relatime", MS_RELATIME),
+    ({"rw", "relatime"}, "noatime,nodiratime", MS_NOATIME | MS_NODIRATIME),
+    ({"rw", "noatime"}, "strictatime", MS_STRICTATIME),
+    (set(), "rw,noatime,remount,exec,suid,dev,relatime", MS_RELATIME),
+])
+def test_kernel_flags_when_the_last_atime_word_wins(in_force, text, flags):
+    assert kernel_flags(in_force, text, last_atime_wins=True) == flags
 
 
 def test_threads():
