@@ -43,10 +43,11 @@
  * The handler object's data methods get the file handle (fh) that open or
  * create returned:
  *   read(fh, offset, size) -> a bytes-like object of at most size bytes
- *   write(fh, offset, data, writeback) -> the number of bytes written;
- *       writeback is true for the kernel's writeback of pages that a
- *       shared mapping dirtied, which no write(2) waits for
- *   fallocate(fh, mode, offset, length) -> None
+ *   write(fh, offset, data, writeback, pid) -> the number of bytes
+ *       written; writeback is true for the kernel's writeback of pages
+ *       that a shared mapping dirtied, which no write(2) waits for; pid
+ *       is the caller's (0 for writeback), for its capabilities
+ *   fallocate(fh, mode, offset, length, pid) -> None
  *   lseek(fh, offset, whence) -> the new offset (SEEK_DATA or SEEK_HOLE)
  * Its namespace methods get inode numbers and names (bytes); attributes
  * are a tuple (ino, mode, nlink, uid, gid, rdev, size, blocks, atime_ns,
@@ -54,11 +55,11 @@
  *   lookup(parent, name) -> attributes, and the kernel holds one more
  *       reference; or None for a negative entry
  *   getattr(inode) -> attributes
- *   create(parent, name, mode, uid, gid, umask) -> attributes of a new
+ *   create(parent, name, mode, uid, gid, umask, pid) -> attributes of a new
  *       regular file, referenced once; its inode number is its fh.  The
  *       kernel left the umask to it (DONT_MASK), since a default ACL of
  *       the directory takes its place
- *   tmpfile(parent, mode, uid, gid, umask) -> the same, for a file with
+ *   tmpfile(parent, mode, uid, gid, umask, pid) -> the same, for a file with
  *       no name (O_TMPFILE), whose nlink is 0 until LINK names it
  *   unlink(parent, name) -> None
  *   statx(inode) -> (attributes, birth time in ns)
@@ -424,9 +425,10 @@ static void shim_write_buf(fuse_req_t req, fuse_ino_t ino,
                                              PyBUF_READ);
     if (view != NULL) {
         int err;
-        ret = as_result(write_cb, call(write_cb, &err, "(KLOO)", (unsigned long long)fi->fh,
+        ret = as_result(write_cb, call(write_cb, &err, "(KLOOI)", (unsigned long long)fi->fh,
                                        (long long)off, view,
-                                       fi->writepage ? Py_True : Py_False), &err);
+                                       fi->writepage ? Py_True : Py_False,
+                                       (unsigned int)fuse_req_ctx(req)->pid), &err);
         PyObject *done = PyObject_CallMethod(view, "release", NULL);
         if (done == NULL)
             PyErr_WriteUnraisable(write_cb);
@@ -451,8 +453,9 @@ static void shim_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
     PyGILState_STATE gil = PyGILState_Ensure();
     int err;
     long long ret = as_result(fallocate_cb,
-                              call(fallocate_cb, &err, "(KiLL)", (unsigned long long)fi->fh,
-                                   mode, (long long)offset, (long long)length), &err);
+                              call(fallocate_cb, &err, "(KiLLI)", (unsigned long long)fi->fh,
+                                   mode, (long long)offset, (long long)length,
+                                   (unsigned int)fuse_req_ctx(req)->pid), &err);
     PyGILState_Release(gil);
     fuse_reply_err(req, ret < 0 ? (int)-ret : 0);
     (void)ino;
@@ -588,12 +591,12 @@ static void shim_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     struct fuse_entry_param e;
     int err = strcmp(name, TMPFILE_NAME) == 0
-        ? entry_from(tmpfile_cb, &e, "(KIIII)", (unsigned long long)parent,
+        ? entry_from(tmpfile_cb, &e, "(KIIIII)", (unsigned long long)parent,
                      (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
-                     (unsigned int)ctx->umask)
-        : entry_from(create_cb, &e, "(KyIIII)", (unsigned long long)parent, name,
+                     (unsigned int)ctx->umask, (unsigned int)ctx->pid)
+        : entry_from(create_cb, &e, "(KyIIIII)", (unsigned long long)parent, name,
                      (unsigned int)mode, (unsigned int)ctx->uid, (unsigned int)ctx->gid,
-                     (unsigned int)ctx->umask);
+                     (unsigned int)ctx->umask, (unsigned int)ctx->pid);
     if (err) {
         fuse_reply_err(req, err);
         return;

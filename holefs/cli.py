@@ -40,6 +40,11 @@ options (-o, comma-separated, as for tmpfs):
                   several programs are served at once (default 2; 0: one
                   thread serves everything)
   debug           log at debug level, including every request that fails
+  usrquota, grpquota, quota   user, group or both quotas, as on tmpfs:
+                  each user (group) gets these limits; EDQUOT beyond them
+  usrquota_block_hardlimit=SIZE, usrquota_inode_hardlimit=N
+  grpquota_block_hardlimit=SIZE, grpquota_inode_hardlimit=N
+                  the limits on each user's (group's) data and inodes
   nr_blocks=N     tmpfs's other spelling of size=, in 4 KiB pages
   noswap          all data in RAM, none spilled: ram= is size=
   size=0, nr_inodes=0   no limit, as on tmpfs
@@ -54,8 +59,9 @@ examples:
 """
 
 REMOUNT_HELP = """\
-size=, nr_blocks=, ram=, nr_inodes= and noswap change a running mount, and
-spill=DIR turns spill on if it is not on yet.  What is not named stays as
+size=, nr_blocks=, ram=, nr_inodes=, noswap, and the quotas and their
+limits change a running mount, and spill=DIR turns spill on if it is not
+on yet.  What is not named stays as
 it is.  Shrinking ram= moves the coldest data to spill while files stay in
 use, and returns once RAM fits.  The mount's flags change too, as root:
 ro and rw, nosuid, nodev, noexec, sync, and noatime, relatime or
@@ -382,7 +388,22 @@ def format_mount_status(s):
         ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
         ("options", s["options"]),
     ]
+    rows += [(kind, format_quota(quota)) for kind, quota in s["quotas"].items()
+             if quota["limits"] is not None]
     return "\n".join(f"{k:<8}{v}" for k, v in rows)
+
+
+def format_quota(quota, shown=5):
+    """The ids that hold the most, against the limits: 'id 1000: 4.0 KiB of
+    1.0 MiB, 2 of 10 inodes; ...'."""
+    limits = quota["limits"]
+    of_bytes = f" of {human(limits['bytes'])}" if limits["bytes"] else ""
+    of_inodes = f" of {limits['inodes']}" if limits["inodes"] else ""
+    held = [f"id {id}: {human(use['bytes'])}{of_bytes}, {use['inodes']}{of_inodes} "
+            f"inode{'' if use['inodes'] == 1 and not of_inodes else 's'}"
+            for id, use in list(quota["use"].items())[:shown]]
+    more = quota["ids"] - len(held)
+    return "; ".join(held + ([f"{more} more ids"] if more > 0 else [])) or "nothing held"
 
 
 def format_file_status(s):

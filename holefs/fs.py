@@ -37,6 +37,7 @@ from .extents import CHUNK, PAGE
 from .logtext import quoted
 from .mounttable import mount_flags
 from .namespace import Namespace
+from .quota import OverQuota
 from .ratelimit import RateLimitedLog
 from .remount import Remount
 from .tiers import NoSpace
@@ -155,12 +156,16 @@ class Operations(pyfuse3.Operations):
         # tmpfs lets an append-only file's times be set to now; pyfuse3
         # gives a time set to now as any other, so holefs refuses both.
         inodeflags.check_unchanged(inode.flags)
+        if fields.update_uid or fields.update_gid:
+            # First, as it may fail: the new owner's quota may have no room.
+            self.ns.chown(inode, attr.st_uid if fields.update_uid else inode.uid,
+                          attr.st_gid if fields.update_gid else inode.gid, ctx.pid)
         if fields.update_size:
             if attr.st_size <= inode.size:
                 # As tmpfs does, this also drops space reserved past EOF.
-                self.store.truncate(inode.extents, attr.st_size)
+                self.fast.truncate(inode, attr.st_size)
             else:
-                self.fast.grow(inode, attr.st_size, "truncate")
+                self.fast.grow(inode, attr.st_size, "truncate", ctx.pid)
             inode.size = attr.st_size
             inode.touch()
         if fields.update_mode:
@@ -169,10 +174,6 @@ class Operations(pyfuse3.Operations):
             if access is not None:
                 # The same size, so the charge for it stays as it is.
                 inode.xattrs[acl.ACCESS] = acl.build(acl.chmod(acl.parse(access), inode.mode))
-        if fields.update_uid:
-            inode.uid = attr.st_uid
-        if fields.update_gid:
-            inode.gid = attr.st_gid
         if fields.update_atime:
             inode.atime_ns = attr.st_atime_ns
         if fields.update_mtime:
@@ -200,7 +201,8 @@ class Operations(pyfuse3.Operations):
                 self.fast.release_if_unused(inode)
 
     def _make(self, parent_id, name, mode, ctx, rdev=0, target=None):
-        return self.fast.make(parent_id, name, mode, ctx.uid, ctx.gid, ctx.umask, rdev, target)
+        return self.fast.make(parent_id, name, mode, ctx.uid, ctx.gid, ctx.umask, ctx.pid,
+                              rdev, target)
 
     @fuse_errors
     def mknod(self, parent_id, name, mode, rdev, ctx):
@@ -235,7 +237,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     def rename(self, old_parent_id, old_name, new_parent_id, new_name, flags, ctx):
         replaced = self.ns.rename(self.ns[old_parent_id], old_name,
-                                  self.ns[new_parent_id], new_name, flags, (ctx.uid, ctx.gid))
+                                  self.ns[new_parent_id], new_name, flags, (ctx.uid, ctx.gid),
+                                  ctx.pid)
         if replaced is not None:
             self.fast.release_if_unused(replaced)
 
@@ -271,7 +274,7 @@ class Operations(pyfuse3.Operations):
         if flags & os.O_TRUNC and (inode.size or inode.extents):
             # INIT asks the kernel for atomic O_TRUNC: ours to do.  As on
             # tmpfs, it also drops space reserved past EOF of an empty file.
-            self.store.truncate(inode.extents, 0)
+            self.fast.truncate(inode, 0)
             inode.size = 0
             inode.touch()
         # A read served from the page cache never reaches holefs: when the
@@ -389,6 +392,7 @@ class Operations(pyfuse3.Operations):
             "inodes_used": self.ns.used_inodes,
             "inodes_free": self.ns.free_inodes if self.ns.max_inodes else None,
             "xattr_used": self.ns.xattr_bytes,
+            "quotas": self.ns.quotas.report(),
             "chunk": CHUNK,
             "pid": os.getpid(),
             "libfuse": _shim.libfuse()["version"],
@@ -443,25 +447,26 @@ class FastPath:
         return attributes(inode), inode.btime_ns
 
     @served
-    def create(self, parent_id, name, mode, uid, gid, umask):
+    def create(self, parent_id, name, mode, uid, gid, umask, pid):
         """Make a regular file; its inode number is the file handle."""
-        return self._referenced(self.make(parent_id, name, mode, uid, gid, umask))
+        return self._referenced(self.make(parent_id, name, mode, uid, gid, umask, pid))
 
     @served
-    def tmpfile(self, parent_id, mode, uid, gid, umask):
+    def tmpfile(self, parent_id, mode, uid, gid, umask, pid):
         """Make a regular file with no name (O_TMPFILE), for linkat to name."""
-        return self._referenced(self.make(parent_id, None, mode, uid, gid, umask))
+        return self._referenced(self.make(parent_id, None, mode, uid, gid, umask, pid))
 
-    def make(self, parent_id, name, mode, uid, gid, umask, rdev=0, target=None):
+    def make(self, parent_id, name, mode, uid, gid, umask, caller, rdev=0, target=None):
         """A new inode, with the ACLs that it inherits, or the umask applied:
         INIT asks the kernel to leave the umask to holefs (DONT_MASK), as
-        the VFS does where a filesystem has ACLs."""
+        the VFS does where a filesystem has ACLs.  The caller's pid is for
+        its quota exemption."""
         parent = self.ns[parent_id]
         mode, access, default = acl.new_inode((parent.xattrs or {}).get(acl.DEFAULT), mode,
                                               umask)
         xattrs = {key: value for key, value in ((acl.ACCESS, access), (acl.DEFAULT, default))
                   if value is not None}
-        return self.ns.create(parent, name, mode, uid, gid, rdev, target, xattrs)
+        return self.ns.create(parent, name, mode, uid, gid, rdev, target, xattrs, caller)
 
     @served
     def unlink(self, parent_id, name):
@@ -477,13 +482,32 @@ class FastPath:
         """Free an inode and its data once no name and no kernel reference
         is left."""
         if self.ns.drop_if_unused(inode) and inode.extents is not None:
-            self.store.free_all(inode.extents)
+            self._charged(inode, self.store.free_all)
 
-    def grow(self, inode, end, how):
+    def _charged(self, inode, change, *args, **kwargs):
+        """Make *change*, a Store method, to inode's map, and charge the
+        pages it takes or frees to the quotas of the file's owner and group."""
+        before = inode.extents.held_pages
+        try:
+            return change(inode.extents, *args, **kwargs)
+        finally:
+            self.ns.quotas.charge_pages(inode.uid, inode.gid, inode.extents.held_pages - before)
+
+    def _quota_room(self, inode, length, caller):
+        """The pages that a request of *length* bytes may add to inode's
+        map, by its owners' quotas."""
+        return self.ns.quotas.page_room(inode.uid, inode.gid, length // PAGE + 2, caller)
+
+    def truncate(self, inode, size):
+        self._charged(inode, self.store.truncate, size)
+
+    def grow(self, inode, end, how, caller):
         """Under reserve, take the space from EOF to *end* now, or refuse."""
         if self.reserve and end > inode.size:
+            length = end - inode.size
             try:
-                self.store.reserve(inode.extents, inode.size, end - inode.size)
+                self._charged(inode, self.store.reserve, inode.size, length,
+                              quota=self._quota_room(inode, length, caller))
             except OSError as e:
                 self.refused(how, inode, inode.size, end - inode.size, e)
                 raise
@@ -509,21 +533,25 @@ class FastPath:
         return self.store.read(inode.extents, offset, length)
 
     @served
-    def write(self, fh, offset, data, writeback=False):
+    def write(self, fh, offset, data, writeback=False, pid=0):
         inode = self.ns[fh]
         inodeflags.check_write(inode.flags, offset, inode.size)
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
         how = "writeback" if writeback else "write"
-        self.grow(inode, end, how)
+        self.grow(inode, end, how, pid)
+        quota = self._quota_room(inode, len(data), pid)
+        held = inode.extents.held_pages
         try:
-            written = self.store.write(inode.extents, offset, data)
+            written = self._charged(inode, self.store.write, offset, data, quota=quota)
         except OSError as e:
             self.refused(how, inode, offset, len(data), e)
             raise
         if written < len(data):
-            short = NoSpace(f"only the first {written} bytes fit")
+            fit = f"only the first {written} bytes fit"
+            short = OverQuota(f"{quota.why}: {fit}") \
+                if inode.extents.held_pages - held >= quota.pages else NoSpace(fit)
             self.refused(how, inode, offset + written, len(data) - written, short)
             if writeback:
                 # The kernel takes a short count from writeback as success:
@@ -534,7 +562,7 @@ class FastPath:
         return written
 
     @served
-    def fallocate(self, fh, mode, offset, length):
+    def fallocate(self, fh, mode, offset, length, pid=0):
         inode = self.ns[fh]
         if inode.extents is None:
             raise OSError(errno.ENODEV, "not a regular file")
@@ -545,13 +573,14 @@ class FastPath:
             raise OSError(errno.EFBIG, "file too large")
         inodeflags.check_fallocate(inode.flags, keeps_data=mode & ~FALLOC_FL_KEEP_SIZE == 0)
         if not mode & FALLOC_FL_KEEP_SIZE:
-            self.grow(inode, end, "fallocate")
+            self.grow(inode, end, "fallocate", pid)
         if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
-            self.store.punch(inode.extents, offset, length)
+            self._charged(inode, self.store.punch, offset, length)
         elif mode & ~FALLOC_FL_KEEP_SIZE in (0, FALLOC_FL_ZERO_RANGE):
             try:
-                self.store.reserve(inode.extents, offset, length,
-                                   zero=bool(mode & FALLOC_FL_ZERO_RANGE))
+                self._charged(inode, self.store.reserve, offset, length,
+                              zero=bool(mode & FALLOC_FL_ZERO_RANGE),
+                              quota=self._quota_room(inode, length, pid))
             except OSError as e:
                 self.refused("fallocate", inode, offset, length, e)
                 raise

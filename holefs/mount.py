@@ -23,6 +23,7 @@ from .fs import CACHE_TIMEOUT, Operations
 from .logtext import quoted
 from .mounttable import filesystem_type, holders, mount_flags, unmount
 from .namespace import Namespace
+from .quota import Quotas
 from .sdnotify import notify
 from .tiers import Store, open_ram_tier, open_spill_tier
 
@@ -179,7 +180,8 @@ def serve(mountpoint, options, on_ready=lambda: None):
     if store.spill is not None:
         for warning in spill_warnings(options, store.spill):
             log.warning("%s", warning)
-    namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid)
+    namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid,
+                          Quotas(options.quotas))
     ops = Operations(namespace, store, options, mountpoint)
     _shim.install(ops.fast, options.threads, CACHE_TIMEOUT)
     sys.unraisablehook = _log_unraisable

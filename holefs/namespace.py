@@ -13,6 +13,7 @@ from . import inodeflags
 from .directory import Entries
 from .errors import fail
 from .extents import ExtentMap
+from .quota import Quotas
 
 ROOT_INODE = 1
 NAME_MAX = 255
@@ -91,11 +92,14 @@ class Namespace:
     every inode in `inodes`; _orphans counts those that lost their last
     name (nlink 0, parent set), and _extra_links the names beyond the first
     of each non-directory.  With used_inodes they fill the budget of
-    max_inodes * BOGO_INODE_SIZE, which df shows as free inodes.
+    max_inodes * BOGO_INODE_SIZE, which df shows as free inodes.  Each
+    inode in `inodes` but the orphans is charged to its owner and group in
+    `quotas`.
     """
 
-    def __init__(self, max_inodes, root_mode, uid, gid):
+    def __init__(self, max_inodes, root_mode, uid, gid, quotas=None):
         self.max_inodes = max_inodes
+        self.quotas = quotas or Quotas()
         self.file_atime = self.dir_atime = "relatime"  # what a read does to atime
         self.inodes = {}
         self.xattr_bytes = 0
@@ -187,9 +191,11 @@ class Namespace:
         except KeyError:
             raise fail(errno.ENOENT) from None
 
-    def create(self, parent, name, mode, uid, gid, rdev=0, target=None, xattrs=None):
+    def create(self, parent, name, mode, uid, gid, rdev=0, target=None, xattrs=None,
+               caller=None):
         """Make a new inode named *name* in *parent*, with *xattrs* (a dict,
-        such as its inherited ACLs), charged with it.  With *name* None it
+        such as its inherited ACLs), charged with it, and to the quotas of
+        uid and gid, which *caller* (a pid) may pass.  With *name* None it
         gets no name (O_TMPFILE): link() may give it its first."""
         if name is not None:
             self._check_new_name(parent, name)
@@ -203,7 +209,7 @@ class Namespace:
             gid = parent.gid
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
-        inode = self._new(mode, uid, gid, rdev)
+        inode = self._new(mode, uid, gid, rdev, caller)
         inode.flags = inodeflags.inherited(parent.flags)
         if xattrs:
             inode.xattrs = dict(xattrs)
@@ -252,10 +258,11 @@ class Namespace:
         self._detach(parent, name, inode)
         return inode
 
-    def rename(self, old_parent, old_name, new_parent, new_name, flags=0, owner=(0, 0)):
+    def rename(self, old_parent, old_name, new_parent, new_name, flags=0, owner=(0, 0),
+               caller=None):
         """Rename with rename(2)'s rules; return an inode that lost its name.
         RENAME_WHITEOUT leaves overlayfs's whiteout in the old name: a
-        character device 0:0 of the caller, *owner* (uid, gid)."""
+        character device 0:0 of the caller (pid *caller*, ids *owner*)."""
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
                 flags & RENAME_EXCHANGE and flags != RENAME_EXCHANGE:
             raise fail(errno.EINVAL)
@@ -285,6 +292,7 @@ class Namespace:
             self._check_removal(new_parent, target)
         if flags & RENAME_WHITEOUT:
             self._check_room(BOGO_INODE_SIZE)
+            self.quotas.check_inode(*owner, caller)
         if target is not None:
             if inode.is_dir and not target.is_dir:
                 raise fail(errno.ENOTDIR)
@@ -296,8 +304,16 @@ class Namespace:
             self._detach(new_parent, new_name, target)
         self._move(old_parent, old_name, inode, new_parent, new_name)
         if flags & RENAME_WHITEOUT:
-            self.create(old_parent, old_name, stat.S_IFCHR, *owner)
+            self.create(old_parent, old_name, stat.S_IFCHR, *owner, caller=caller)
         return target
+
+    def chown(self, inode, uid, gid, caller=None):
+        """Give *inode* a new owner and group, moving its quota charges, or
+        EDQUOT where they have no room and *caller* may not pass."""
+        pages = inode.extents.held_pages if inode.extents is not None else 0
+        charged = inode.nlink > 0 or inode.parent is None  # as _detach uncharges
+        self.quotas.transfer(pages, int(charged), (inode.uid, inode.gid), (uid, gid), caller)
+        inode.uid, inode.gid = uid, gid
 
     def path_of(self, inode):
         """A path that names *inode* now, or None if it has no name.
@@ -322,12 +338,15 @@ class Namespace:
             del self.inodes[inode.id]
             if inode.parent is not None:  # not an O_TMPFILE never named
                 self._orphans -= 1
+            else:
+                self.quotas.uncharge_inode(inode.uid, inode.gid)
             self.xattr_bytes -= sum(xattr_space(name, value)
                                     for name, value in (inode.xattrs or {}).items())
             return True
         return False
 
-    def _new(self, mode, uid, gid, rdev=0):
+    def _new(self, mode, uid, gid, rdev=0, caller=None):
+        self.quotas.charge_inode(uid, gid, caller)
         inode = Inode(self._next_id, mode, uid, gid, rdev)
         self._next_id += 1
         self.inodes[inode.id] = inode
@@ -375,6 +394,7 @@ class Namespace:
             self._extra_links -= inode.nlink > 0
         if inode.nlink == 0:
             self._orphans += 1
+            self.quotas.uncharge_inode(inode.uid, inode.gid)
         inode.touch(modified=False)
         parent.touch()
 

@@ -7,6 +7,7 @@ import pwd
 import re
 
 from .extents import CHUNK, PAGE
+from .quota import KINDS, OPTION_PREFIX, Limits
 
 # Options that libfuse's mount code understands and holefs passes through.
 FUSE_FLAGS = {"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
@@ -27,10 +28,12 @@ NO_EFFECT = {
 # tmpfs's options that holefs cannot honour: refused, with the reason.
 REFUSED = {
     "inode32": "holefs does not reuse inode numbers, so it cannot promise 32 bits",
-    "quota": "holefs has no quotas",
-    "usrquota": "holefs has no quotas",
-    "grpquota": "holefs has no quotas",
 }
+# tmpfs's quota switches, and the kinds (quota.KINDS) that each turns on.
+QUOTA_SWITCHES = {"quota": KINDS, "usrquota": ("user",), "grpquota": ("group",)}
+QUOTA_LIMITS = {f"{OPTION_PREFIX[kind]}_{name}_hardlimit": (kind, name)
+                for kind in KINDS for name in ("block", "inode")}
+MAX_QUOTA_LIMIT = (1 << 63) - 1
 
 # mount(2)'s flags, which a remount gives the kernel whole: what each flag
 # word sets and clears, as mount(8) maps them for tmpfs.  The kernel
@@ -94,6 +97,11 @@ class MountOptions:
     threads: int = DEFAULT_THREADS
     fuse_flags: tuple = ()
     no_effect: tuple = ()  # (option, why it does nothing here)
+    quotas: dict = dataclasses.field(default_factory=dict)  # kind -> quota.Limits
+
+    def quota_items(self):
+        return [item for kind, limits in sorted(self.quotas.items())
+                for item in limits.describe(kind)]
 
     @property
     def spills(self):
@@ -111,6 +119,7 @@ class MountOptions:
         if self.reserve:
             parts.append("reserve")
         parts.append(f"threads={self.threads}")
+        parts += self.quota_items()
         return ",".join(parts + list(self.fuse_flags if flags is None else flags))
 
     def fuse_options(self):
@@ -187,10 +196,10 @@ def parse(text):
             no_effect.append((item, NO_EFFECT[key]))
         elif key in REFUSED:
             raise OptionError(f"{item}: {REFUSED[key]}")
-        elif key in ("debug", "reserve", "noswap") and not eq:
+        elif key in ("debug", "reserve", "noswap", *QUOTA_SWITCHES) and not eq:
             values[key] = True
         elif key in ("size", "nr_blocks", "ram", "nr_inodes", "mode", "uid", "gid", "spill",
-                     "fsname", "threads"):
+                     "fsname", "threads", *QUOTA_LIMITS):
             if not eq or not value:
                 raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
             if key == "nr_blocks":  # tmpfs's other spelling of size=, in pages
@@ -236,7 +245,30 @@ def parse(text):
         threads=int(threads),
         fuse_flags=tuple(flags),
         no_effect=tuple(no_effect),
+        quotas=_parse_quotas(values),
     )
+
+
+def _parse_quotas(values):
+    """The quota.Limits of each kind that the options turn on."""
+    kinds = {kind for switch, switched in QUOTA_SWITCHES.items() if values.get(switch)
+             for kind in switched}
+    limits = {kind: {} for kind in KINDS}
+    for key, (kind, name) in QUOTA_LIMITS.items():
+        if key not in values:
+            continue
+        limit = parse_size(key, values[key])
+        if limit == 0:
+            raise OptionError(f"{key}={values[key]}: must be more than 0; leave it out "
+                              "for no limit")
+        if limit > MAX_QUOTA_LIMIT:
+            raise OptionError(f"{key}={values[key]}: larger than {MAX_QUOTA_LIMIT}")
+        if kind not in kinds:
+            raise OptionError(f"{key}= limits nothing without {OPTION_PREFIX[kind]} (or "
+                              f"quota), which turns {kind} quotas on")
+        limits[kind][name] = limit
+    return {kind: Limits(bytes=limits[kind].get("block", 0),
+                         inodes=limits[kind].get("inode", 0)) for kind in sorted(kinds)}
 
 
 def _as_items(options):
@@ -245,7 +277,7 @@ def _as_items(options):
     items = [f"size={options.size >> 10}k", f"nr_inodes={options.nr_inodes}",
              f"mode={options.mode:o}", f"uid={options.uid}", f"gid={options.gid}",
              f"spill={options.spill}", f"fsname={options.fsname}",
-             f"threads={options.threads}", *options.fuse_flags]
+             f"threads={options.threads}", *options.fuse_flags, *options.quota_items()]
     if options.spills:  # else ram= follows a new size=, as when mounted
         items.append(f"ram={options.ram >> 10}k")
     return items + [flag for flag in ("reserve", "debug") if getattr(options, flag)]

@@ -8,7 +8,8 @@ O_TMPFILE on local disk, punched the same way, so its blocks go back to the
 disk, and all of it when the daemon dies.
 
 Space is counted by the page (see extents.py): size= caps the pages held
-in both tiers, ram= those held in RAM.
+in both tiers, ram= those held in RAM, and a quota.Room those that one
+request may add to its file.
 """
 
 import collections
@@ -19,6 +20,7 @@ import os
 from . import _shim
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from .extents import CHUNK, PAGE, PAGES_PER_CHUNK, Slot, fitting_end, pages_covered, pages_touched
+from .quota import UNLIMITED, OverQuota
 
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
@@ -158,19 +160,23 @@ class Store:
             pos += piece.length
         return buf
 
-    def write(self, emap, offset, data):
-        """Write *data*; return how much fit.  Raise NoSpace if nothing did."""
+    def write(self, emap, offset, data, quota=UNLIMITED):
+        """Write *data*, adding at most quota.pages pages; return how much
+        fit.  Raise NoSpace or OverQuota if nothing did."""
         view = memoryview(data)
         pos = 0
+        added = 0
         for piece in emap.pieces(offset, len(data)):
             start, stop = piece.start, piece.start + piece.length
             held = piece.slot.held if piece.slot else 0
-            room = self.limit - self.used
+            size_room = self.limit - self.used
+            room = min(size_room, quota.pages - added)
             if room < PAGES_PER_CHUNK:
                 stop = fitting_end(held, start, stop, room)
             try:
                 if stop == start:
-                    raise NoSpace("size= is reached")
+                    raise NoSpace("size= is reached") if size_room <= room else \
+                        OverQuota(quota.why)
                 slot = self._slot_for(emap, piece, (pages_touched(start, stop) & ~held).bit_count())
                 slot.tier.write(slot.number, start, view[pos:pos + stop - start])
             except OSError:
@@ -179,20 +185,26 @@ class Store:
                 if pos:
                     return pos
                 raise
-            slot.tier.pages += emap.hold(slot, start, stop, written=True)
+            new = emap.hold(slot, start, stop, written=True)
+            slot.tier.pages += new
+            added += new
             pos += stop - start
             if stop < piece.start + piece.length:
                 return pos
         return pos
 
-    def reserve(self, emap, offset, length, zero=False):
-        """Hold every page of the range, all or nothing.
+    def reserve(self, emap, offset, length, zero=False, quota=UNLIMITED):
+        """Hold every page of the range, all or nothing, adding at most
+        quota.pages pages.
 
         With *zero*, also zero what is written there, in place, so that the
         tier gives back those pages or blocks.
         """
-        if self.used + emap.new_pages(offset, length) > self.limit:
+        new_pages = emap.new_pages(offset, length)
+        if self.used + new_pages > self.limit:
             raise NoSpace("size= is reached")
+        if new_pages > quota.pages:
+            raise OverQuota(quota.why)
         for piece in emap.pieces(offset, length):
             start, stop = piece.start, piece.start + piece.length
             held = piece.slot.held if piece.slot else 0

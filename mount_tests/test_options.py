@@ -6,10 +6,12 @@ import hypothesis
 
 import pytest
 
+from conftest import MiB
 from holefs.extents import CHUNK
 from holefs.options import (MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
                             MS_RDONLY, MS_RELATIME, MS_STRICTATIME, OptionError, kernel_flags,
                             parse, parse_size, physical_memory, remount)
+from holefs.quota import Limits
 
 
 @pytest.mark.parametrize("text,value", [
@@ -55,7 +57,10 @@ def test_fstab_noise_is_ignored():
     ("size", "needs a value"),
     ("ram=2G,size=1G", "larger than size"),
     ("inode32", "cannot promise 32 bits"),
-    ("usrquota", "no quotas"),
+    ("usrquota_block_hardlimit=1m", "limits nothing without usrquota"),
+    ("quota,grpquota_inode_hardlimit=0", "must be more than 0"),
+    ("usrquota,usrquota_block_hardlimit=9e", "larger than"),
+    ("usrquota,usrquota_inode_hardlimit=10%", "% is not allowed"),
     ("noswap,ram=1G", "not ram="),
     ("nr_inodes=5%", "not allowed"),
     ("mode=999", "octal"),
@@ -141,6 +146,21 @@ def test_kernel_flags(in_force, text, flags):
 ])
 def test_kernel_flags_when_the_last_atime_word_wins(in_force, text, flags):
     assert kernel_flags(in_force, text, last_atime_wins=True) == flags
+
+
+def test_quota_options():
+    options = parse("quota,usrquota_block_hardlimit=1m,grpquota_inode_hardlimit=0x10")
+    assert options.quotas == {"user": Limits(bytes=MiB), "group": Limits(inodes=16)}
+    assert "usrquota,usrquota_block_hardlimit=1048576" in options.describe()
+    assert parse("grpquota").quotas == {"group": Limits()}
+    assert parse("").quotas == {}
+
+
+def test_remount_turns_quotas_on_and_changes_their_limits():
+    current = parse("usrquota,usrquota_block_hardlimit=1m")
+    assert remount(current, "size=1G", IN_FORCE).quotas == current.quotas
+    assert remount(current, "usrquota_inode_hardlimit=5,grpquota", IN_FORCE).quotas == {
+        "user": Limits(bytes=MiB, inodes=5), "group": Limits()}
 
 
 def test_threads():

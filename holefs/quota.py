@@ -1,0 +1,163 @@
+"""User and group quotas, as tmpfs keeps them (Linux 6.6 on).
+
+Every user and every group gets the mount's default hard limits: bytes of
+file data (counted by the page, as st_blocks shows it) and inodes.  As in
+the kernel's quota code, an inode is charged to its owner and group when
+it is made and until it has no name (hard links are not charged; tmpfs
+keeps the charge of an unlinked file until it is closed, which holefs
+cannot tell from the kernel's cached reference), pages as the file holds
+them until it is freed, and a chown moves both to the new owner, refused with EDQUOT
+if that owner has no room for them.  A caller with CAP_SYS_RESOURCE
+passes every limit.  FUSE has no quotactl(2), so there are no per-id
+limits and no grace times: only the defaults, which a remount may change.
+
+Use is counted whether or not limits are on, so that a remount can turn
+them on and status shows who holds what.
+"""
+
+import dataclasses
+import errno
+import heapq
+import math
+import os
+
+from .credentials import has_capability
+from .extents import PAGE
+
+CAP_SYS_RESOURCE = 24
+KINDS = ("user", "group")
+OPTION_PREFIX = {"user": "usrquota", "group": "grpquota"}
+REPORTED = 100  # ids in status, which must fit in one xattr value
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The hard limits that every id of one kind gets; 0 means none."""
+    bytes: int = 0
+    inodes: int = 0
+
+    def describe(self, kind):
+        prefix = OPTION_PREFIX[kind]
+        return [prefix] + [f"{prefix}_{name}_hardlimit={value}" for name, value in
+                           (("block", self.bytes), ("inode", self.inodes)) if value]
+
+
+class OverQuota(OSError):
+    """A user's or group's hard limit is reached; *why* says whose."""
+
+    def __init__(self, why):
+        super().__init__(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        self.why = why
+
+
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """How many more pages a file's owners may hold, and whose limit says so."""
+    pages: float
+    why: str = ""
+
+
+UNLIMITED = Room(math.inf)
+
+
+def caller_is_exempt(pid):
+    return has_capability(pid, CAP_SYS_RESOURCE)
+
+
+class Quotas:
+    """What each user and each group holds, and the limits on it.
+
+    Invariant: use[kind][id] is [pages, inodes] summed over the inodes
+    that id owns (kind "user") or whose group it is ("group"), and an id
+    that holds nothing has no entry.  The namespace charges inodes, the
+    data handlers pages, both under FastPath.lock.
+    """
+
+    def __init__(self, limits=None, exempt=caller_is_exempt):
+        self.limits = dict(limits or {})  # kind -> Limits, for the kinds turned on
+        self.use = {kind: {} for kind in KINDS}
+        self._exempt = exempt  # of a caller's pid: CAP_SYS_RESOURCE
+
+    def check_inode(self, uid, gid, caller):
+        """OverQuota (EDQUOT) unless uid and gid have room for one more inode."""
+        self._check(uid, gid, 0, 1, caller)
+
+    def charge_inode(self, uid, gid, caller):
+        """One more inode for uid and gid, or OverQuota."""
+        self.check_inode(uid, gid, caller)
+        self._add(uid, gid, 0, 1)
+
+    def uncharge_inode(self, uid, gid):
+        self._add(uid, gid, 0, -1)
+
+    def charge_pages(self, uid, gid, pages):
+        """Pages that a file of uid and gid now holds more (or fewer, if
+        negative); the limit was checked by page_room()."""
+        if pages:
+            self._add(uid, gid, pages, 0)
+
+    def page_room(self, uid, gid, wanted, caller):
+        """The pages that a file of uid and gid may take: UNLIMITED, unless
+        a limit leaves fewer than *wanted* and the caller is not exempt."""
+        rooms = [Room(limits.bytes // PAGE - self._held(kind, id)[0],
+                      f"{kind} {id}'s {OPTION_PREFIX[kind]}_block_hardlimit={limits.bytes}")
+                 for kind, id, limits in self._limited(uid, gid) if limits.bytes]
+        room = min(rooms, key=lambda r: r.pages, default=UNLIMITED)
+        if room.pages >= wanted or self._exempt(caller):
+            return UNLIMITED
+        return Room(max(room.pages, 0), room.why)
+
+    def transfer(self, pages, inodes, old, new, caller):
+        """Move an inode's charges, *pages* and *inodes* (1, or 0 once it
+        has no name), from owners *old* (uid, gid) to *new*, or OverQuota if
+        a new owner has no room for them."""
+        gained = [(kind, new_id) for kind, old_id, new_id in zip(KINDS, old, new)
+                  if old_id != new_id]
+        if not gained:
+            return
+        self._check(*new, pages, inodes, caller, only=gained)
+        self._add(*old, -pages, -inodes)
+        self._add(*new, pages, inodes)
+
+    def report(self):
+        """For status: by kind, the limits (None if off), how many ids hold
+        something, and the REPORTED ids that hold the most, in bytes and
+        inodes."""
+        return {kind: {"limits": dataclasses.asdict(self.limits[kind])
+                       if kind in self.limits else None,
+                       "ids": len(self.use[kind]),
+                       "use": {str(id): {"bytes": pages * PAGE, "inodes": inodes}
+                               for id, (pages, inodes) in heapq.nlargest(
+                                   REPORTED, self.use[kind].items(), key=lambda i: i[1])}}
+                for kind in KINDS}
+
+    def _limited(self, uid, gid):
+        return [(kind, id, self.limits[kind]) for kind, id in zip(KINDS, (uid, gid))
+                if kind in self.limits]
+
+    def _held(self, kind, id):
+        return self.use[kind].get(id, (0, 0))
+
+    def _check(self, uid, gid, pages, inodes, caller, only=None):
+        for kind, id, limits in self._limited(uid, gid):
+            if only is not None and (kind, id) not in only:
+                continue
+            held_pages, held_inodes = self._held(kind, id)
+            prefix = OPTION_PREFIX[kind]
+            # Only what grows is checked: a limit lowered below the use in
+            # force refuses more, and nothing else.
+            over = (f"{prefix}_block_hardlimit={limits.bytes}"
+                    if pages and limits.bytes and (held_pages + pages) * PAGE > limits.bytes
+                    else f"{prefix}_inode_hardlimit={limits.inodes}"
+                    if inodes and limits.inodes and held_inodes + inodes > limits.inodes
+                    else None)
+            if over and not self._exempt(caller):
+                raise OverQuota(f"{kind} {id}'s {over}")
+
+    def _add(self, uid, gid, pages, inodes):
+        for kind, id in zip(KINDS, (uid, gid)):
+            held = self.use[kind].setdefault(id, [0, 0])
+            held[0] += pages
+            held[1] += inodes
+            if held == [0, 0]:
+                del self.use[kind][id]
