@@ -487,11 +487,14 @@ class FastPath:
     def _charged(self, inode, change, *args, **kwargs):
         """Make *change*, a Store method, to inode's map, and charge the
         pages it takes or frees to the quotas of the file's owner and group."""
+        quotas = self.ns.quotas
+        if not quotas.limits:
+            return change(inode.extents, *args, **kwargs)
         before = inode.extents.held_pages
         try:
             return change(inode.extents, *args, **kwargs)
         finally:
-            self.ns.quotas.charge_pages(inode.uid, inode.gid, inode.extents.held_pages - before)
+            quotas.charge_pages(inode.uid, inode.gid, inode.extents.held_pages - before)
 
     def _quota_room(self, inode, length, caller):
         """The pages that a request of *length* bytes may add to inode's

@@ -310,10 +310,21 @@ class Namespace:
     def chown(self, inode, uid, gid, caller=None):
         """Give *inode* a new owner and group, moving its quota charges, or
         EDQUOT where they have no room and *caller* may not pass."""
-        pages = inode.extents.held_pages if inode.extents is not None else 0
-        charged = inode.nlink > 0 or inode.parent is None  # as _detach uncharges
-        self.quotas.transfer(pages, int(charged), (inode.uid, inode.gid), (uid, gid), caller)
+        self.quotas.transfer(*self._quota_charges(inode), (inode.uid, inode.gid), (uid, gid),
+                             caller)
         inode.uid, inode.gid = uid, gid
+
+    def set_quota_limits(self, limits):
+        """Take a remount's quota limits (options.MountOptions.quotas)."""
+        self.quotas.set_limits(limits, ((inode.uid, inode.gid, *self._quota_charges(inode))
+                                        for inode in self.inodes.values()))
+
+    @staticmethod
+    def _quota_charges(inode):
+        """(pages, inodes) that *inode* is charged: its data, and itself
+        unless it lost its last name (as _detach uncharges it)."""
+        pages = inode.extents.held_pages if inode.extents is not None else 0
+        return pages, int(inode.nlink > 0 or inode.parent is None)
 
     def path_of(self, inode):
         """A path that names *inode* now, or None if it has no name.

@@ -11,8 +11,9 @@ if that owner has no room for them.  A caller with CAP_SYS_RESOURCE
 passes every limit.  FUSE has no quotactl(2), so there are no per-id
 limits and no grace times: only the defaults, which a remount may change.
 
-Use is counted whether or not limits are on, so that a remount can turn
-them on and status shows who holds what.
+Use is counted for the kinds turned on only, so that a mount without
+quotas pays nothing for them; a remount that turns a kind on counts what
+each id holds then.
 """
 
 import dataclasses
@@ -67,16 +68,29 @@ def caller_is_exempt(pid):
 class Quotas:
     """What each user and each group holds, and the limits on it.
 
-    Invariant: use[kind][id] is [pages, inodes] summed over the inodes
-    that id owns (kind "user") or whose group it is ("group"), and an id
-    that holds nothing has no entry.  The namespace charges inodes, the
-    data handlers pages, both under FastPath.lock.
+    Invariant: for each kind in `limits`, use[kind][id] is [pages,
+    inodes] summed over the inodes that id owns (kind "user") or whose
+    group it is ("group"), and an id that holds nothing has no entry; the
+    kinds turned off have none.  The namespace charges inodes, the data
+    handlers pages, both under FastPath.lock.
     """
 
     def __init__(self, limits=None, exempt=caller_is_exempt):
         self.limits = dict(limits or {})  # kind -> Limits, for the kinds turned on
         self.use = {kind: {} for kind in KINDS}
         self._exempt = exempt  # of a caller's pid: CAP_SYS_RESOURCE
+
+    def set_limits(self, limits, holdings):
+        """Take new limits; a kind turned on counts *holdings*, an iterable
+        of (uid, gid, pages, inodes) for every inode."""
+        turned_on = limits.keys() - self.limits.keys()
+        self.limits = dict(limits)
+        for kind in KINDS:
+            if kind not in limits or kind in turned_on:
+                self.use[kind] = {}
+        if turned_on:
+            for uid, gid, pages, inodes in holdings:
+                self._add(uid, gid, pages, inodes, kinds=turned_on)
 
     def check_inode(self, uid, gid, caller):
         """OverQuota (EDQUOT) unless uid and gid have room for one more inode."""
@@ -93,12 +107,14 @@ class Quotas:
     def charge_pages(self, uid, gid, pages):
         """Pages that a file of uid and gid now holds more (or fewer, if
         negative); the limit was checked by page_room()."""
-        if pages:
+        if pages and self.limits:
             self._add(uid, gid, pages, 0)
 
     def page_room(self, uid, gid, wanted, caller):
         """The pages that a file of uid and gid may take: UNLIMITED, unless
         a limit leaves fewer than *wanted* and the caller is not exempt."""
+        if not self.limits:
+            return UNLIMITED
         rooms = [Room(limits.bytes // PAGE - self._held(kind, id)[0],
                       f"{kind} {id}'s {OPTION_PREFIX[kind]}_block_hardlimit={limits.bytes}")
                  for kind, id, limits in self._limited(uid, gid) if limits.bytes]
@@ -154,8 +170,11 @@ class Quotas:
             if over and not self._exempt(caller):
                 raise OverQuota(f"{kind} {id}'s {over}")
 
-    def _add(self, uid, gid, pages, inodes):
+    def _add(self, uid, gid, pages, inodes, kinds=None):
+        """Count for *kinds*, by default those turned on."""
         for kind, id in zip(KINDS, (uid, gid)):
+            if kind not in (self.limits if kinds is None else kinds):
+                continue
             held = self.use[kind].setdefault(id, [0, 0])
             held[0] += pages
             held[1] += inodes

@@ -169,7 +169,7 @@ class Remount:
             store.spill = spill
         store.limit, store.ram_budget = new.size // PAGE, new.ram // PAGE
         ops.ns.max_inodes = new.nr_inodes
-        ops.ns.quotas.limits = dict(new.quotas)
+        ops.ns.set_quota_limits(new.quotas)
         ops.ns.follow_mount_flags(flags)
         ops.options = new
         if new.debug:

@@ -62,7 +62,7 @@ def test_a_lowered_limit_refuses_growth_only():
 
 
 def test_chown_moves_the_charges_or_is_refused():
-    q = quotas(user=Limits(bytes=4 * PAGE))
+    q = quotas(user=Limits(bytes=4 * PAGE), group=Limits())
     q.charge_inode(0, 0, caller=7)
     q.charge_pages(0, 0, 5)
     with over_quota("user 1000's usrquota_block_hardlimit"):
@@ -92,7 +92,20 @@ def test_report_lists_who_holds_most():
     assert report["user"] == {"limits": {"bytes": MiB, "inodes": 0}, "ids": 2,
                               "use": {"6": {"bytes": 2 * PAGE, "inodes": 1},
                                       "5": {"bytes": 0, "inodes": 1}}}
-    assert report["group"]["limits"] is None
+    assert report["group"] == {"limits": None, "ids": 0, "use": {}}
+
+
+def test_a_kind_turned_on_counts_what_is_held_and_off_costs_nothing():
+    q = quotas()
+    q.charge_inode(5, 7, caller=None)
+    q.charge_pages(5, 7, 3)
+    assert q.use == {"user": {}, "group": {}}
+    q.set_limits({"group": Limits(inodes=1)}, [(5, 7, 3, 1), (6, 7, 0, 0)])
+    assert q.use == {"user": {}, "group": {7: [3, 1]}}
+    with over_quota("group 7's grpquota_inode_hardlimit=1"):
+        q.charge_inode(6, 7, caller=None)
+    q.set_limits({"group": Limits(inodes=2), "user": Limits()}, [(5, 7, 3, 1)])
+    assert q.use == {"user": {5: [3, 1]}, "group": {7: [3, 1]}}
 
 
 # --- on a mount, as an ordinary user ----------------------------------------
@@ -204,22 +217,31 @@ def test_chown_to_a_user_without_room_is_refused_unless_root_may_pass(quota_moun
 
 def test_a_remount_turns_quotas_on_and_changes_the_limits(mount_holefs, user):
     """FUSE has no quotactl(2), so a remount is how the limits change;
-    tmpfs refuses both ("Cannot enable quota on remount")."""
+    tmpfs refuses both ("Cannot enable quota on remount").  What the user
+    held before counts."""
     m = mount_holefs("size=16M,allow_other")
     home = m / "home"
     home.mkdir()
     os.chown(home, user.pw_uid, user.pw_gid)
-    write = ("import os, sys\nfd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)\n"
-             "print(os.pwrite(fd, b'x' * (3 << 20), 0))")
-    sizes = []
+    write = ("import errno, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)\n"
+             "try:\n"
+             "    print(os.pwrite(fd, b'x' * int(sys.argv[2]), 0))\n"
+             "except OSError as e:\n"
+             "    print(errno.errorcode[e.errno])")
+
+    def user_writes(name, size):
+        ran = as_user(user, sys.executable, "-c", write, str(home / name), str(size))
+        assert ran.returncode == 0, ran.stderr
+        return ran.stdout.strip()
+
+    assert user_writes("old", 768 << 10) == str(768 << 10)
+    written = []
     for options in ["usrquota,usrquota_block_hardlimit=1M", "usrquota_block_hardlimit=2M",
                     "grpquota,grpquota_block_hardlimit=512K"]:
         assert run_holefs("remount", str(m.path), "-o", options, check=False).returncode == 0
-        (home / "f").unlink(missing_ok=True)
-        ran = as_user(user, sys.executable, "-c", write, str(home / "f"))
-        assert ran.returncode == 0, ran.stderr
-        sizes.append(int(ran.stdout))
-    assert sizes == [MiB, 2 * MiB, 512 << 10]
+        written.append(user_writes("new", 3 * MiB))
+    assert written == [str(256 << 10), str(1280 << 10), "EDQUOT"]
     options = m.status()["options"]
     assert "usrquota,usrquota_block_hardlimit=2097152" in options
     assert "grpquota,grpquota_block_hardlimit=524288" in options
