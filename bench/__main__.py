@@ -31,6 +31,9 @@ def parse_args(argv):
                         help="skip libfuse's passthrough_hp as the C peer")
     parser.add_argument("--spill-parent", default="/var/tmp", metavar="DIR",
                         help="local-disk directory for holefs's spill file (default /var/tmp)")
+    parser.add_argument("--holefs-options", default="", metavar="OPTS",
+                        help="more -o options for every holefs mount, as writeback_cache "
+                        "for an A/B")
     parser.add_argument("--write-results", action="store_true",
                         help="write the table into bench/RESULTS.md, keeping its notes")
     args = parser.parse_args(argv)
@@ -80,8 +83,9 @@ def mount(system, workload, scale, args, peer):
     if system == "passthrough_hp":
         return mounts.passthrough_hp(peer)
     if workload.spill:
-        return mounts.holefs_spilling(f"{scale.spill_ram_mib}M", args.spill_parent)
-    return mounts.holefs()
+        return mounts.holefs_spilling(f"{scale.spill_ram_mib}M", args.spill_parent,
+                                      args.holefs_options)
+    return mounts.holefs(args.holefs_options)
 
 
 def measure(system, workload, scale, args, peer, results):

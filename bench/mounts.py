@@ -91,11 +91,13 @@ def mountpoint(name):
 
 
 @contextlib.contextmanager
-def holefs(options=f"size={SIZE}"):
-    """holefs mounted with -o *options*; `holefs mount` returns once it is live."""
+def holefs(more_options="", options=f"size={SIZE}"):
+    """holefs mounted with -o *options* and *more_options*; `holefs mount`
+    returns once it is live."""
     with mountpoint("holefs") as path:
         try:
-            run([HOLEFS, "mount", path, "-o", options], timeout=60)
+            run([HOLEFS, "mount", path, "-o", ",".join(filter(None, [options, more_options]))],
+                timeout=60)
             status = json.loads(run([HOLEFS, "status", path, "--json"], timeout=60))
             yield Fs(path, status["pid"])
         finally:
@@ -104,11 +106,11 @@ def holefs(options=f"size={SIZE}"):
 
 
 @contextlib.contextmanager
-def holefs_spilling(ram, spill_parent):
+def holefs_spilling(ram, spill_parent, more_options=""):
     """holefs with a RAM budget of *ram*, spilling to a directory on local disk."""
     spill = tempfile.mkdtemp(prefix="bench-spill-", dir=spill_parent)
     try:
-        with holefs(f"size={SIZE},ram={ram},spill={spill}") as fs:
+        with holefs(more_options, f"size={SIZE},ram={ram},spill={spill}") as fs:
             yield fs
     finally:
         shutil.rmtree(spill, ignore_errors=True)

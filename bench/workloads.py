@@ -6,6 +6,8 @@ figures differ only by the filesystem underneath.
 """
 
 import dataclasses
+import sqlite3
+import time
 
 from .tools import MiB, drop_caches, fill, fio, kernel_slab, rss, run_program
 
@@ -22,10 +24,11 @@ class Scale:
     punches: int = 20_000
     spill_ram_mib: int = 64
     empty_files: int = 100_000
+    rows: int = 50_000
 
 
 QUICK = Scale(file_mib=32, files=1_000, map_mib=16, punches=2_000,
-              spill_ram_mib=16, empty_files=10_000)
+              spill_ram_mib=16, empty_files=10_000, rows=5_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,27 @@ def files(fs, scale):
             for phase in ("create", "stat", "list", "unlink")}
 
 
+def sqlite_inserts(fs, scale, batch=1_000):
+    """A database's small transactions: rows inserted in batches, each
+    committed durably (WAL, synchronous=FULL), so each is a few small
+    writes and an fsync."""
+    db = sqlite3.connect(fs.path / "bench.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
+        started = time.perf_counter()
+        for first in range(0, scale.rows, batch):
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO t (payload) VALUES (?)",
+                           ((f"row {i:08d} " * 4,) for i in range(first, first + batch)))
+            db.execute("COMMIT")
+        seconds = time.perf_counter() - started
+    finally:
+        db.close()
+    return {"sqlite inserts, batches of 1k": seconds}
+
+
 def mmap_dirty(fs, scale):
     """Another process dirties every page of a shared mapping, then msyncs."""
     path = fs.path / "map"
@@ -148,12 +172,14 @@ WORKLOADS = (
                          Metric("seq read 1M warm", "MB/s", 0.95)), seq_read),
     Workload("randread", (Metric("randread 4k 1j", "ops/s"),
                           Metric("randread 4k 2j", "ops/s")), random_io("randread")),
-    Workload("randwrite", (Metric("randwrite 4k 1j", "ops/s", 0.1),
+    Workload("randwrite", (Metric("randwrite 4k 1j", "ops/s", 0.3),
                            Metric("randwrite 4k 2j", "ops/s")), random_io("randwrite")),
     Workload("files", (Metric("file create", "ops/s", 0.04),
                        Metric("file stat", "ops/s", 0.04),
                        Metric("file list", "entries/s"),
                        Metric("file unlink", "ops/s", 0.04)), files),
+    Workload("sqlite", (Metric("sqlite inserts, batches of 1k", "s", 0.5,
+                               lower_is_better=True),), sqlite_inserts),
     Workload("mmap", (Metric("mmap dirty+msync", "MB/s", 0.4),), mmap_dirty),
     Workload("punch", (Metric("punch 4k random", "ops/s", 0.1),), punch,
              peer_note=PEER_PUNCH),

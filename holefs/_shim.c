@@ -769,7 +769,9 @@ static void shim_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
     (void)fi;
 }
 
-/* The capabilities of the contract above, by the names that status shows. */
+/* The capabilities of the contract above, by the names that status shows;
+ * the writeback cache is on where install() asked for it. */
+static int writeback_cache_wanted;
 static const struct {
     const char *name;
     uint64_t flag;
@@ -793,7 +795,9 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
     pyfuse3_init(userdata, conn);
     for (size_t i = 0; i < N_CAPABILITIES; i++) {
         uint32_t flag = (uint32_t)capabilities[i].flag;
-        if (capabilities[i].on && (conn->capable & flag))
+        int on = capabilities[i].on ||
+                 (flag == FUSE_CAP_WRITEBACK_CACHE && writeback_cache_wanted);
+        if (on && (conn->capable & flag))
             conn->want |= flag;
         else
             conn->want &= ~flag;
@@ -1437,9 +1441,9 @@ struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
 static PyObject *shim_install(PyObject *self, PyObject *args)
 {
     PyObject *handlers;
-    int workers;
+    int workers, writeback_cache;
     double timeout;
-    if (!PyArg_ParseTuple(args, "Oid", &handlers, &workers, &timeout))
+    if (!PyArg_ParseTuple(args, "Oidp", &handlers, &workers, &timeout, &writeback_cache))
         return NULL;
     if (workers < 0 || workers > WORKERS_MAX)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
@@ -1465,6 +1469,7 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
         Py_XSETREF(*slots[i], methods[i]);
     workers_wanted = workers;
     cache_timeout = timeout;
+    writeback_cache_wanted = writeback_cache;
     Py_RETURN_NONE;
 }
 
@@ -1553,10 +1558,11 @@ static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
 
 static PyMethodDef shim_methods[] = {
     {"install", shim_install, METH_VARARGS,
-     "install(handlers, workers, cache_timeout): the object whose methods\n"
-     "serve the requests of the fast path, how many threads serve them\n"
-     "beside trio's (0: trio's thread alone), and how long the kernel may\n"
-     "cache names and attributes; see the contract in holefs/_shim.c."},
+     "install(handlers, workers, cache_timeout, writeback_cache): the object\n"
+     "whose methods serve the requests of the fast path, how many threads\n"
+     "serve them beside trio's (0: trio's thread alone), how long the kernel\n"
+     "may cache names and attributes, and whether it may cache writes; see\n"
+     "the contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
     {"invalidate_attributes", shim_invalidate_attributes, METH_VARARGS,

@@ -35,6 +35,13 @@ options (-o, comma-separated, as for tmpfs):
                   its new space at once, so a full filesystem fails that call
                   with ENOSPC instead of a later writeback from a shared
                   mapping; files are then not sparse (use it for /dev/shm)
+  writeback_cache let the kernel's page cache take writes and hand them to
+                  holefs later, as a disk filesystem's does: small writes
+                  no longer wait for the daemon; what does not fit is
+                  reported by fsync, msync and close (default off)
+  bdi_max_ratio=N percent of the kernel's dirty limit that this mount's
+                  unwritten pages may hold (default 50; FUSE's own is 1,
+                  which throttles writers to the daemon's pace); as root
   fsname=NAME     source name shown by df and mount (default holefs)
   threads=N       threads that serve reads, writes and punches, so that
                   several programs are served at once (default 2; 0: one
@@ -61,14 +68,14 @@ examples:
 REMOUNT_HELP = """\
 size=, nr_blocks=, ram=, nr_inodes=, noswap, and the quotas and their
 limits change a running mount, and spill=DIR turns spill on if it is not
-on yet.  What is not named stays as
-it is.  Shrinking ram= moves the coldest data to spill while files stay in
+on yet.  What is not named stays as it is.  Shrinking ram= moves the coldest data to spill while files stay in
 use, and returns once RAM fits.  The mount's flags change too, as root:
 ro and rw, nosuid, nodev, noexec, sync, and noatime, relatime or
 strictatime; ro waits for the data to be written back, and is refused
 while a file is open for writing.  Refused, with the reason, as tmpfs
 refuses: size= or nr_inodes= below what is in use, and what only a new
-mount can change (mode=, uid=, gid=, fsname=, reserve, allow_other).
+mount can change (mode=, uid=, gid=, fsname=, reserve, writeback_cache,
+bdi_max_ratio=, allow_other).
 Only root and the user who mounted it may remount.
 
 examples:

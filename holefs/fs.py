@@ -562,6 +562,11 @@ class FastPath:
                 raise short
         inode.size = max(inode.size, offset + written)
         inode.touch()
+        if writeback and inode.extents.held_pages != held:
+            # No write(2) of the program's waits for a writeback, so the
+            # kernel keeps the attributes it had: tell it that st_blocks
+            # moved.
+            self.invalidate(inode.id)
         return written
 
     @served

@@ -93,21 +93,32 @@ def spill_warnings(options, spill):
 READAHEAD_KB = 1024
 
 
-async def _raise_readahead(mountpoint):
-    """Let the kernel read ahead 1 MiB at a time, as big as a FUSE request.
+async def _tune_bdi(mountpoint, max_ratio):
+    """Give the mount's backing device a disk filesystem's settings.
 
-    FUSE's INIT can only lower the 128 KiB default, but the bdi's sysfs
-    knob can raise it once INIT is done; cold sequential reads then take a
-    quarter of the requests.  The stat runs in a thread because it is
-    answered by this daemon, and only after INIT.  Only root may write the
-    knob; others keep the default.
+    The kernel gives a FUSE mount's bdi a 128 KiB readahead, which INIT can
+    only lower, and max_ratio 1 with strict_limit, so that an untrusted
+    daemon cannot pin much dirty memory: a writer through a shared mapping
+    or the writeback cache is throttled to what holefs stores at once.
+    holefs is trusted by whoever runs it as root: reads ahead 1 MiB (as big
+    as a FUSE request), *max_ratio* percent of the dirty limit, and no
+    strict limit (Linux 6.2 on).  The stat runs in a thread because this
+    daemon answers it, and only after INIT.  Only root may write the knobs;
+    others keep the kernel's settings.
     """
     try:
         dev = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
-        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
-            f.write(str(READAHEAD_KB))
     except OSError as e:
-        log.debug("cannot raise readahead: %s", e)
+        log.debug("cannot find the mount's bdi: %s", e)
+        return
+    bdi = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}"
+    for knob, value in (("read_ahead_kb", READAHEAD_KB), ("max_ratio", max_ratio),
+                        ("strict_limit", 0)):
+        try:
+            with open(f"{bdi}/{knob}", "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            log.debug("cannot set %s/%s to %s: %s", bdi, knob, value, e)
 
 
 def status_line(ops):
@@ -164,7 +175,7 @@ async def _run(ops, mountpoint):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_unmount_on_signal, mountpoint)
         nursery.start_soon(_report_status, ops)
-        nursery.start_soon(_raise_readahead, mountpoint)
+        nursery.start_soon(_tune_bdi, mountpoint, ops.options.bdi_max_ratio)
         nursery.start_soon(ops.remount.serve)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -183,7 +194,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid,
                           Quotas(options.quotas))
     ops = Operations(namespace, store, options, mountpoint)
-    _shim.install(ops.fast, options.threads, CACHE_TIMEOUT)
+    _shim.install(ops.fast, options.threads, CACHE_TIMEOUT, options.writeback_cache)
     sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:

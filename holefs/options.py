@@ -62,6 +62,10 @@ FIXED = {
     "fsname": "the source name is set at mount",
     "reserve": "reserve applies to files from the mount on; unmount and mount again",
     "threads": "the serving threads start with the mount; unmount and mount again",
+    "bdi_max_ratio": "the backing device is set up at mount; as root, write "
+                     "/sys/class/bdi/MAJ:MIN/max_ratio instead",
+    "writeback_cache": "the kernel's write caching is settled when it is mounted; unmount "
+                       "and mount again",
 }
 
 DEFAULT_SPILL = "/var/tmp"
@@ -75,6 +79,9 @@ MAX_ID = (1 << 32) - 2
 # Threads that read requests beside trio's: two clients' reads and writes
 # are then served at once.
 DEFAULT_THREADS = 2
+# The share of the kernel's dirty limit that the mount's pages may hold
+# (FUSE gives 1%): see mount._tune_bdi.
+DEFAULT_BDI_MAX_RATIO = 50
 MAX_THREADS = 16
 
 
@@ -95,6 +102,8 @@ class MountOptions:
     debug: bool = False
     reserve: bool = False
     threads: int = DEFAULT_THREADS
+    writeback_cache: bool = False
+    bdi_max_ratio: int = DEFAULT_BDI_MAX_RATIO
     fuse_flags: tuple = ()
     no_effect: tuple = ()  # (option, why it does nothing here)
     quotas: dict = dataclasses.field(default_factory=dict)  # kind -> quota.Limits
@@ -118,7 +127,10 @@ class MountOptions:
             parts.append(f"spill={self.spill}")
         if self.reserve:
             parts.append("reserve")
+        if self.writeback_cache:
+            parts.append("writeback_cache")
         parts.append(f"threads={self.threads}")
+        parts.append(f"bdi_max_ratio={self.bdi_max_ratio}")
         parts += self.quota_items()
         return ",".join(parts + list(self.fuse_flags if flags is None else flags))
 
@@ -196,10 +208,11 @@ def parse(text):
             no_effect.append((item, NO_EFFECT[key]))
         elif key in REFUSED:
             raise OptionError(f"{item}: {REFUSED[key]}")
-        elif key in ("debug", "reserve", "noswap", *QUOTA_SWITCHES) and not eq:
+        elif key in ("debug", "reserve", "noswap", "writeback_cache", *QUOTA_SWITCHES) \
+                and not eq:
             values[key] = True
         elif key in ("size", "nr_blocks", "ram", "nr_inodes", "mode", "uid", "gid", "spill",
-                     "fsname", "threads", *QUOTA_LIMITS):
+                     "fsname", "threads", "bdi_max_ratio", *QUOTA_LIMITS):
             if not eq or not value:
                 raise OptionError(f"option {key} needs a value, as in {key}=VALUE")
             if key == "nr_blocks":  # tmpfs's other spelling of size=, in pages
@@ -229,6 +242,9 @@ def parse(text):
     threads = values.get("threads", str(DEFAULT_THREADS))
     if not is_decimal(threads) or int(threads) > MAX_THREADS:
         raise OptionError(f"threads={threads}: expected a number from 0 to {MAX_THREADS}")
+    bdi_max_ratio = values.get("bdi_max_ratio", str(DEFAULT_BDI_MAX_RATIO))
+    if not is_decimal(bdi_max_ratio) or not 1 <= int(bdi_max_ratio) <= 100:
+        raise OptionError(f"bdi_max_ratio={bdi_max_ratio}: expected a percentage from 1 to 100")
     mode_text = values.get("mode", "1777")
     if not re.fullmatch(r"[0-7]{1,4}", mode_text):
         raise OptionError(f"mode={mode_text}: expected octal permission bits, like 1777")
@@ -243,6 +259,8 @@ def parse(text):
         debug=values.get("debug", False),
         reserve=values.get("reserve", False),
         threads=int(threads),
+        writeback_cache=values.get("writeback_cache", False),
+        bdi_max_ratio=int(bdi_max_ratio),
         fuse_flags=tuple(flags),
         no_effect=tuple(no_effect),
         quotas=_parse_quotas(values),
@@ -277,10 +295,12 @@ def _as_items(options):
     items = [f"size={options.size >> 10}k", f"nr_inodes={options.nr_inodes}",
              f"mode={options.mode:o}", f"uid={options.uid}", f"gid={options.gid}",
              f"spill={options.spill}", f"fsname={options.fsname}",
-             f"threads={options.threads}", *options.fuse_flags, *options.quota_items()]
+             f"threads={options.threads}", f"bdi_max_ratio={options.bdi_max_ratio}",
+             *options.fuse_flags, *options.quota_items()]
     if options.spills:  # else ram= follows a new size=, as when mounted
         items.append(f"ram={options.ram >> 10}k")
-    return items + [flag for flag in ("reserve", "debug") if getattr(options, flag)]
+    return items + [flag for flag in ("reserve", "debug", "writeback_cache")
+                    if getattr(options, flag)]
 
 
 def remount(current, text, in_force):

@@ -53,7 +53,8 @@ MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}",
                  "full": "size=2M,ram=512k,spill={spill}",
                  "reserve": "size=2M,ram=512k,spill={spill},reserve",
                  # trio's thread alone reads requests, without the shim's workers
-                 "no-workers": "size=256M,ram=64k,spill={spill},threads=0"}
+                 "no-workers": "size=256M,ram=64k,spill={spill},threads=0",
+                 "writeback-cache": "size=256M,ram=64k,spill={spill},writeback_cache"}
 MAX_OPEN = 4
 
 
@@ -164,6 +165,8 @@ class Run:
         self.rng = rng
         self.full = mode in ("full", "reserve")  # the files overfill the mount
         self.reserve = mode == "reserve"
+        # The page cache holds writes: st_blocks counts them once written back.
+        self.written_back_later = mode == "writeback-cache"
         self.falloc_modes = [m for m in FALLOC_MODES if not (self.reserve and m & PUNCH_HOLE)]
         self.files = {}                          # name -> File; links share one
         self.open = []                           # [fd, File, label]
@@ -463,7 +466,14 @@ class Run:
     def check_counts(self):
         """df -i counts the root, d/ and each name of a file, as tmpfs
         charges hard links; st_blocks of every file, named or open, counts
-        its pages."""
+        its pages (under the writeback cache, once written back)."""
+        if self.written_back_later:
+            for name in self.files:
+                fd = os.open(self.path(name), os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+            for fd, _, _ in self.open:  # and those that lost their names
+                os.fsync(fd)
         st = os.statvfs(self.root)
         names = len(self.files)
         assert st.f_files - st.f_ffree == 2 + names, \

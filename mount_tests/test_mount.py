@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import HOLEFS, MiB, as_nobody, force_unmount, is_mounted, run_holefs, wait_for
 
 
@@ -172,7 +174,14 @@ def test_mount_refuses_to_run_without_the_shim(tmp_path):
         force_unmount(mnt)
 
 
-def test_readahead_is_raised_to_a_full_request(fs):
-    dev = os.stat(fs.path).st_dev
-    knob = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
-    wait_for(lambda: open(knob).read().strip() == "1024", what="readahead raised")
+@pytest.mark.parametrize("options,max_ratio", [("", "50"), ("bdi_max_ratio=10", "10")])
+def test_the_backing_device_gets_a_disk_filesystems_settings(mount_holefs, options, max_ratio):
+    """Readahead of a full request, and dirty pages not held to FUSE's 1%."""
+    m = mount_holefs(options)
+    dev = os.stat(m.path).st_dev
+    bdi = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}"
+
+    def knobs():
+        return [open(f"{bdi}/{knob}").read().strip()
+                for knob in ("read_ahead_kb", "max_ratio", "strict_limit")]
+    wait_for(lambda: knobs() == ["1024", max_ratio, "0"], what="the bdi tuned")

@@ -57,6 +57,8 @@ def test_fstab_noise_is_ignored():
     ("size", "needs a value"),
     ("ram=2G,size=1G", "larger than size"),
     ("inode32", "cannot promise 32 bits"),
+    ("bdi_max_ratio=0", "percentage from 1 to 100"),
+    ("bdi_max_ratio=101", "percentage from 1 to 100"),
     ("usrquota_block_hardlimit=1m", "limits nothing without usrquota"),
     ("quota,grpquota_inode_hardlimit=0", "must be more than 0"),
     ("usrquota,usrquota_block_hardlimit=9e", "larger than"),
