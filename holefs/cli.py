@@ -39,9 +39,11 @@ options (-o, comma-separated, as for tmpfs):
                   holefs later, as a disk filesystem's does: small writes
                   no longer wait for the daemon; what does not fit is
                   reported by fsync, msync and close (default off)
-  bdi_max_ratio=N percent of the kernel's dirty limit that this mount's
-                  unwritten pages may hold (default 50; FUSE's own is 1,
-                  which throttles writers to the daemon's pace); as root
+  bdi_max_ratio=N let this mount's unwritten pages hold N percent of the
+                  kernel's dirty limit, not FUSE's strict 1%: writers through
+                  mappings and the writeback cache are not held to the
+                  daemon's pace, but a writer in a small memory cgroup may be
+                  OOM-killed, as on tmpfs (as root; default: FUSE's 1%)
   fsname=NAME     source name shown by df and mount (default holefs)
   threads=N       threads that serve reads, writes and punches, so that
                   several programs are served at once (default 2; 0: one

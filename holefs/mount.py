@@ -94,17 +94,18 @@ READAHEAD_KB = 1024
 
 
 async def _tune_bdi(mountpoint, max_ratio):
-    """Give the mount's backing device a disk filesystem's settings.
+    """Set up the mount's backing device, as root.
 
     The kernel gives a FUSE mount's bdi a 128 KiB readahead, which INIT can
-    only lower, and max_ratio 1 with strict_limit, so that an untrusted
-    daemon cannot pin much dirty memory: a writer through a shared mapping
-    or the writeback cache is throttled to what holefs stores at once.
-    holefs is trusted by whoever runs it as root: reads ahead 1 MiB (as big
-    as a FUSE request), *max_ratio* percent of the dirty limit, and no
-    strict limit (Linux 6.2 on).  The stat runs in a thread because this
-    daemon answers it, and only after INIT.  Only root may write the knobs;
-    others keep the kernel's settings.
+    only lower: holefs reads ahead 1 MiB, as big as a FUSE request.  It
+    also gives it max_ratio 1 with strict_limit, so that a daemon cannot
+    pin much dirty memory; that throttles a writer through a shared
+    mapping or the writeback cache to holefs's pace, but it is also what
+    keeps a writer in a small memory cgroup alive, as its dirty pages of
+    the file are charged to it.  So only *max_ratio* (percent of the dirty
+    limit, or None) lifts both.  The stat runs in a thread because this
+    daemon answers it, and only after INIT.  Others keep the kernel's
+    settings.
     """
     try:
         dev = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
@@ -112,8 +113,10 @@ async def _tune_bdi(mountpoint, max_ratio):
         log.debug("cannot find the mount's bdi: %s", e)
         return
     bdi = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}"
-    for knob, value in (("read_ahead_kb", READAHEAD_KB), ("max_ratio", max_ratio),
-                        ("strict_limit", 0)):
+    knobs = [("read_ahead_kb", READAHEAD_KB)]
+    if max_ratio is not None:
+        knobs += [("max_ratio", max_ratio), ("strict_limit", 0)]
+    for knob, value in knobs:
         try:
             with open(f"{bdi}/{knob}", "w") as f:
                 f.write(str(value))

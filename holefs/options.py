@@ -79,9 +79,6 @@ MAX_ID = (1 << 32) - 2
 # Threads that read requests beside trio's: two clients' reads and writes
 # are then served at once.
 DEFAULT_THREADS = 2
-# The share of the kernel's dirty limit that the mount's pages may hold
-# (FUSE gives 1%): see mount._tune_bdi.
-DEFAULT_BDI_MAX_RATIO = 50
 MAX_THREADS = 16
 
 
@@ -103,7 +100,7 @@ class MountOptions:
     reserve: bool = False
     threads: int = DEFAULT_THREADS
     writeback_cache: bool = False
-    bdi_max_ratio: int = DEFAULT_BDI_MAX_RATIO
+    bdi_max_ratio: int = None  # of the kernel's dirty limit; None: FUSE's 1%, strictly
     fuse_flags: tuple = ()
     no_effect: tuple = ()  # (option, why it does nothing here)
     quotas: dict = dataclasses.field(default_factory=dict)  # kind -> quota.Limits
@@ -130,7 +127,8 @@ class MountOptions:
         if self.writeback_cache:
             parts.append("writeback_cache")
         parts.append(f"threads={self.threads}")
-        parts.append(f"bdi_max_ratio={self.bdi_max_ratio}")
+        if self.bdi_max_ratio is not None:
+            parts.append(f"bdi_max_ratio={self.bdi_max_ratio}")
         parts += self.quota_items()
         return ",".join(parts + list(self.fuse_flags if flags is None else flags))
 
@@ -242,8 +240,9 @@ def parse(text):
     threads = values.get("threads", str(DEFAULT_THREADS))
     if not is_decimal(threads) or int(threads) > MAX_THREADS:
         raise OptionError(f"threads={threads}: expected a number from 0 to {MAX_THREADS}")
-    bdi_max_ratio = values.get("bdi_max_ratio", str(DEFAULT_BDI_MAX_RATIO))
-    if not is_decimal(bdi_max_ratio) or not 1 <= int(bdi_max_ratio) <= 100:
+    bdi_max_ratio = values.get("bdi_max_ratio")
+    if bdi_max_ratio is not None and not (is_decimal(bdi_max_ratio) and
+                                          1 <= int(bdi_max_ratio) <= 100):
         raise OptionError(f"bdi_max_ratio={bdi_max_ratio}: expected a percentage from 1 to 100")
     mode_text = values.get("mode", "1777")
     if not re.fullmatch(r"[0-7]{1,4}", mode_text):
@@ -260,7 +259,7 @@ def parse(text):
         reserve=values.get("reserve", False),
         threads=int(threads),
         writeback_cache=values.get("writeback_cache", False),
-        bdi_max_ratio=int(bdi_max_ratio),
+        bdi_max_ratio=None if bdi_max_ratio is None else int(bdi_max_ratio),
         fuse_flags=tuple(flags),
         no_effect=tuple(no_effect),
         quotas=_parse_quotas(values),
@@ -295,8 +294,9 @@ def _as_items(options):
     items = [f"size={options.size >> 10}k", f"nr_inodes={options.nr_inodes}",
              f"mode={options.mode:o}", f"uid={options.uid}", f"gid={options.gid}",
              f"spill={options.spill}", f"fsname={options.fsname}",
-             f"threads={options.threads}", f"bdi_max_ratio={options.bdi_max_ratio}",
-             *options.fuse_flags, *options.quota_items()]
+             f"threads={options.threads}", *options.fuse_flags, *options.quota_items()]
+    if options.bdi_max_ratio is not None:
+        items.append(f"bdi_max_ratio={options.bdi_max_ratio}")
     if options.spills:  # else ram= follows a new size=, as when mounted
         items.append(f"ram={options.ram >> 10}k")
     return items + [flag for flag in ("reserve", "debug", "writeback_cache")
