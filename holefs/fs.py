@@ -155,7 +155,14 @@ class Operations(pyfuse3.Operations):
         inode = self.ns[inode_id]
         # tmpfs lets an append-only file's times be set to now; pyfuse3
         # gives a time set to now as any other, so holefs refuses both.
-        inodeflags.check_unchanged(inode.flags)
+        # But under the writeback cache the kernel sends the mtime and
+        # ctime of the writes it cached, and only those, alone.
+        if self.options.writeback_cache and fields.update_mtime and not (
+                fields.update_atime or fields.update_size or fields.update_mode or
+                fields.update_uid or fields.update_gid):
+            inodeflags.check_times_of_writes(inode.flags)
+        else:
+            inodeflags.check_unchanged(inode.flags)
         if fields.update_uid or fields.update_gid:
             # First, as it may fail: the new owner's quota may have no room.
             self.ns.chown(inode, attr.st_uid if fields.update_uid else inode.uid,
@@ -538,7 +545,9 @@ class FastPath:
     @served
     def write(self, fh, offset, data, writeback=False, pid=0):
         inode = self.ns[fh]
-        inodeflags.check_write(inode.flags, offset, inode.size)
+        if inode.flags:
+            inodeflags.check_write(inode.flags, offset, inode.size, lambda: writeback and
+                                   self._holds(inode, offset, data[:inode.size - offset]))
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
@@ -568,6 +577,10 @@ class FastPath:
             # moved.
             self.invalidate(inode.id)
         return written
+
+    def _holds(self, inode, offset, data):
+        """Whether the file holds *data* at *offset* already."""
+        return self.store.read(inode.extents, offset, len(data)) == data
 
     @served
     def fallocate(self, fh, mode, offset, length, pid=0):

@@ -71,11 +71,21 @@ def check_open(flags, open_flags):
         raise fail(errno.EPERM)
 
 
-def check_write(flags, offset, size):
+def check_write(flags, offset, size, rewrites_nothing=lambda: False):
     """A write at *offset* to a file of *size*: only at EOF when append-only
     (fcntl can drop O_APPEND, since the VFS does not see the flag), and
-    none once immutable, even through a descriptor opened before."""
-    if flags & IMMUTABLE or flags & APPEND and offset != size:
+    none once immutable, even through a descriptor opened before.  The
+    page cache writes back whole pages, so an append may come with bytes
+    before EOF: *rewrites_nothing* says whether they are the file's own."""
+    if flags & IMMUTABLE or flags & APPEND and offset != size and not (
+            offset < size and rewrites_nothing()):
+        raise fail(errno.EPERM)
+
+
+def check_times_of_writes(flags):
+    """The kernel's mtime and ctime for writes that it cached: as for a
+    write, none once immutable."""
+    if flags & IMMUTABLE:
         raise fail(errno.EPERM)
 
 

@@ -46,6 +46,13 @@ def test_opens(open_flags, immutable, append_only):
 def test_an_append_only_file_takes_writes_at_eof_and_allocation_only():
     inodeflags.check_write(APPEND, 10, 10)
     assert refused(inodeflags.check_write, APPEND, 0, 10) == errno.EPERM
+    # A page written back whole: the bytes before EOF must be the file's own.
+    inodeflags.check_write(APPEND, 0, 10, rewrites_nothing=lambda: True)
+    assert refused(inodeflags.check_write, APPEND, 0, 10, lambda: False) == errno.EPERM
+    assert refused(inodeflags.check_write, APPEND, 11, 10, lambda: True) == errno.EPERM
+    assert refused(inodeflags.check_write, IMMUTABLE, 0, 10, lambda: True) == errno.EPERM
+    inodeflags.check_times_of_writes(APPEND)
+    assert refused(inodeflags.check_times_of_writes, IMMUTABLE) == errno.EPERM
     assert refused(inodeflags.check_write, IMMUTABLE, 10, 10) == errno.EPERM
     inodeflags.check_fallocate(APPEND, keeps_data=True)
     assert refused(inodeflags.check_fallocate, APPEND, False) == errno.EPERM
