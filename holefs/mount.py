@@ -121,7 +121,9 @@ async def _tune_bdi(mountpoint, max_ratio):
             with open(f"{bdi}/{knob}", "w") as f:
                 f.write(str(value))
         except OSError as e:
-            log.debug("cannot set %s/%s to %s: %s", bdi, knob, value, e)
+            # Only what the options asked for is worth a warning.
+            log.log(logging.DEBUG if knob == "read_ahead_kb" else logging.WARNING,
+                    "cannot set %s/%s to %s: %s", bdi, knob, value, e.strerror)
 
 
 def status_line(ops):
