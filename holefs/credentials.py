@@ -11,6 +11,7 @@ then clear more, never less.
 """
 
 CAP_FSETID = 4
+CAP_SYS_RESOURCE = 24
 NO_ID = 0xFFFFFFFF  # FUSE_INVALID_UIDGID
 
 

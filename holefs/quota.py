@@ -6,8 +6,8 @@ the kernel's quota code, an inode is charged to its owner and group when
 it is made and until it has no name (hard links are not charged; tmpfs
 keeps the charge of an unlinked file until it is closed, which holefs
 cannot tell from the kernel's cached reference), pages as the file holds
-them until it is freed, and a chown moves both to the new owner, refused with EDQUOT
-if that owner has no room for them.  A caller with CAP_SYS_RESOURCE
+them until it is freed, and a chown moves both to the new owner, refused
+with EDQUOT if that owner has no room for them.  A caller with CAP_SYS_RESOURCE
 passes every limit.  FUSE has no quotactl(2), so there are no per-id
 limits and no grace times: only the defaults, which a remount may change.
 
@@ -22,10 +22,9 @@ import heapq
 import math
 import os
 
-from .credentials import has_capability
+from .credentials import CAP_SYS_RESOURCE, has_capability
 from .extents import PAGE
 
-CAP_SYS_RESOURCE = 24
 KINDS = ("user", "group")
 OPTION_PREFIX = {"user": "usrquota", "group": "grpquota"}
 REPORTED = 100  # ids in status, which must fit in one xattr value
