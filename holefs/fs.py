@@ -551,8 +551,39 @@ class FastPath:
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "file too large")
+        if not writeback:
+            written = self._store(inode, offset, data, writeback, pid)
+            inode.size = max(inode.size, offset + written)
+            inode.touch()
+            return written
+        held = inode.extents.held_pages
+        try:
+            return self._store(inode, offset, data, writeback, pid)
+        finally:
+            # The kernel moved i_size to *end* when it took the write, and
+            # keeps it: the size stays the one it shows, and what did not
+            # fit reads as zeros.
+            inode.size = max(inode.size, end)
+            inode.touch()
+            if inode.extents.held_pages != held:
+                # No write(2) of the program's waits for a writeback, so the
+                # kernel keeps the attributes it had: tell it that st_blocks
+                # moved.
+                self.invalidate(inode.id)
+
+    def _store(self, inode, offset, data, writeback, pid):
+        """Store what fits of a write; refusals are logged, and a short
+        writeback is an error."""
         how = "writeback" if writeback else "write"
-        self.grow(inode, end, how, pid)
+        try:
+            self.grow(inode, offset + len(data), how, pid)
+        except OSError:
+            if writeback and offset < inode.size:
+                # What lies within the reserved size has its pages: keep it.
+                kept = data[:inode.size - offset]
+                self._charged(inode, self.store.write, offset, kept,
+                              quota=self._quota_room(inode, len(kept), pid))
+            raise
         quota = self._quota_room(inode, len(data), pid)
         held = inode.extents.held_pages
         try:
@@ -569,13 +600,6 @@ class FastPath:
                 # The kernel takes a short count from writeback as success:
                 # only an error reaches msync, fsync and close.
                 raise short
-        inode.size = max(inode.size, offset + written)
-        inode.touch()
-        if writeback and inode.extents.held_pages != held:
-            # No write(2) of the program's waits for a writeback, so the
-            # kernel keeps the attributes it had: tell it that st_blocks
-            # moved.
-            self.invalidate(inode.id)
         return written
 
     def _holds(self, inode, offset, data):

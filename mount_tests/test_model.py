@@ -10,15 +10,19 @@ same operations go to an in-memory model in which hard links share one
 bytearray, and the two are compared all along: bytes, sizes, st_blocks page
 by page, SEEK_DATA/SEEK_HOLE, and df -i after every operation.
 
-It runs in four modes: everything in RAM; a 64 KiB RAM budget that sends
+It runs in these modes: everything in RAM; a 64 KiB RAM budget that sends
 nearly every chunk through the spill file and back; a filesystem of 2 MiB
-that the files overfill; and the same under -o reserve.  In the full mode
-a write may come up short or fail with ENOSPC, and the model keeps what the
-call said was written; a mapped write that did not fit must be reported by
+that the files overfill; the same under -o reserve; and the spill, full and
+reserve modes again under -o writeback_cache.  In the full modes a write
+may come up short or fail with ENOSPC, and the model keeps what the call
+said was written; a mapped write that did not fit must be reported by
 msync, and the model then adopts what reads back, which must be, page by
-page, the new bytes or the old.  So a loss that no call reported shows as
-a difference.  Under reserve (with no punches, which give space back) only
-a call that grows a file may fail, and a mapped write never does.
+page, the new bytes or the old.  Under the writeback cache write(2) takes
+everything, each write is fsynced at once, and an fsync that says ENOSPC is
+treated as msync's.  So a loss that no call reported shows as a
+difference.  Under reserve (with no punches, which give space back) only a
+call that needs pages beyond those reserved may fail: one that grows a
+file, or one into what a failed writeback past EOF left unreserved.
 
 CI runs a few seeds.  To run millions of operations locally:
 
@@ -54,7 +58,10 @@ MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=64k,spill={spill}",
                  "reserve": "size=2M,ram=512k,spill={spill},reserve",
                  # trio's thread alone reads requests, without the shim's workers
                  "no-workers": "size=256M,ram=64k,spill={spill},threads=0",
-                 "writeback-cache": "size=256M,ram=64k,spill={spill},writeback_cache"}
+                 "writeback-cache": "size=256M,ram=64k,spill={spill},writeback_cache",
+                 "full-writeback-cache": "size=2M,ram=512k,spill={spill},writeback_cache",
+                 "reserve-writeback-cache":
+                     "size=2M,ram=512k,spill={spill},reserve,writeback_cache"}
 MAX_OPEN = 4
 
 
@@ -114,7 +121,9 @@ class File:
         self.data[offset:offset + len(buf)] = buf
 
     def write_unsure(self, offset, buf):
-        """Take bytes read back after a mapped write failed in part."""
+        """Take bytes read back after a write-back failed in part."""
+        if offset + len(buf) > len(self.data):
+            self.data.extend(bytes(offset + len(buf) - len(self.data)))
         self.data[offset:offset + len(buf)] = buf
         self.maybe |= pages(offset, offset + len(buf)) - self.held
 
@@ -163,10 +172,11 @@ class Run:
     def __init__(self, root, rng, mode):
         self.root = root
         self.rng = rng
-        self.full = mode in ("full", "reserve")  # the files overfill the mount
-        self.reserve = mode == "reserve"
-        # The page cache holds writes: st_blocks counts them once written back.
-        self.written_back_later = mode == "writeback-cache"
+        self.full = mode.startswith(("full", "reserve"))  # the files overfill the mount
+        self.reserve = mode.startswith("reserve")
+        # The page cache holds writes: they are stored, and count in
+        # st_blocks, once written back, and fail at fsync if they do not fit.
+        self.written_back_later = mode.endswith("writeback-cache")
         self.falloc_modes = [m for m in FALLOC_MODES if not (self.reserve and m & PUNCH_HOLE)]
         self.files = {}                          # name -> File; links share one
         self.open = []                           # [fd, File, label]
@@ -228,38 +238,81 @@ class Run:
 
     # Running out of room ---------------------------------------------------
 
+    @staticmethod
+    def needs_room(f, offset, end):
+        """Whether storing [offset, end) may take pages: under reserve, only
+        past EOF, or where a write-back that did not fit left a hole."""
+        return end > len(f.data) or not pages(offset, end) <= f.held
+
     @contextlib.contextmanager
-    def may_fill(self, grows):
+    def may_fill(self, needs_room):
         """ENOSPC, which only the full modes expect, changes nothing at all;
-        under reserve only a call that *grows* a file may get it."""
+        under reserve only a call that *needs room* may get it."""
         try:
             yield
         except OSError as e:
-            if not (self.full and e.errno == errno.ENOSPC and (grows or not self.reserve)):
+            if not (self.full and e.errno == errno.ENOSPC and (needs_room or not self.reserve)):
                 raise
             self.note("  -> ENOSPC")
 
-    def fitted(self, done, asked, grows):
+    def fitted(self, done, asked, needs_room):
         """How much of a write happened: all of it, or in the full modes what
-        fit; under reserve only a write that grows the file may come short
-        (the kernel splits writes, and the part past EOF may not fit)."""
-        assert done == asked or (self.full and (grows or not self.reserve)), \
-            f"short write: {done} of {asked}"
+        fit; under reserve only a write that needs room may come short (the
+        kernel splits writes, and the part past EOF may not fit).  Under the
+        writeback cache, write(2) stores into the page cache and takes all."""
+        may_be_short = self.full and not self.written_back_later and \
+            (needs_room or not self.reserve)
+        assert done == asked or may_be_short, f"short write: {done} of {asked}"
         if done < asked:
             self.note(f"  -> short: {done} of {asked}")
         return done
 
+    @contextlib.contextmanager
+    def written_back(self, fd, f, offset, end):
+        """Under the writeback cache, fsync what the body wrote to [offset,
+        end) and the model took; if that says ENOSPC, take instead what
+        reads back, as after a mapped write."""
+        if not self.written_back_later:
+            yield
+            return
+        data, held, maybe = bytearray(f.data), set(f.held), set(f.maybe)
+        needs_room = self.needs_room(f, offset, end)
+        yield
+        with self.may_fill(needs_room):
+            try:
+                os.fsync(fd)
+            except OSError:
+                new = bytes(f.data[offset:end])
+                f.data, f.held, f.maybe = data, held, maybe
+                self.adopt_unwritten(fd, f, offset, new)
+                raise
+
     def adopt_unwritten(self, fd, f, offset, new):
-        """After msync said ENOSPC: take into the model what reads back, which
-        must be, in each page, what the mapping stored or what was there."""
+        """After msync or fsync said ENOSPC: take into the model what reads
+        back, which must be, in each page, what was written or what was
+        there (zeros past EOF, where the kernel has moved the size)."""
         drop_page_cache()
-        got = os.pread(fd, len(new), offset)
-        old = bytes(f.data[offset:offset + len(new)])
+        for other, g, _ in self.open:  # each descriptor hears of an error once
+            if g is f and other != fd:
+                with contextlib.suppress(OSError):
+                    os.fsync(other)
+        assert os.fstat(fd).st_size == max(len(f.data), offset + len(new)), \
+            f"size {os.fstat(fd).st_size} after ENOSPC"
+        reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)  # fd may be write-only
+        try:
+            got = os.pread(reader, len(new), offset)
+        finally:
+            os.close(reader)
+        old = bytes(f.data[offset:offset + len(new)]).ljust(len(new), b"\0")
         start = offset
+        # Under reserve, what lies within the old size has its pages and is
+        # kept, so a page may also turn from new to old at the old EOF.
+        eof = min(max(len(f.data) - offset, 0), len(new))
+        split = new[:eof] + old[eof:]
         while start < offset + len(new):
             end = min((start // PAGE + 1) * PAGE, offset + len(new))
             piece = got[start - offset:end - offset]
-            assert piece in (new[start - offset:end - offset], old[start - offset:end - offset]), \
+            assert piece in {source[start - offset:end - offset] for source in (new, old, split)}, \
                 f"after ENOSPC, bytes {start}-{end} are neither the new nor the old"
             start = end
         f.write_unsure(offset, got)
@@ -271,9 +324,10 @@ class Run:
             offset = self.offset(len(f.data))
             buf = self.payload(self.length(offset))
             self.note(f"pwrite {label} offset={offset} length={len(buf)}")
-            grows = offset + len(buf) > len(f.data)
-            with self.may_fill(grows):
-                f.write(offset, buf[:self.fitted(os.pwrite(fd, buf, offset), len(buf), grows)])
+            needs_room = self.needs_room(f, offset, offset + len(buf))
+            with self.written_back(fd, f, offset, offset + len(buf)), self.may_fill(needs_room):
+                f.write(offset, buf[:self.fitted(os.pwrite(fd, buf, offset), len(buf),
+                                                 needs_room)])
 
     def op_read(self):
         with self.target() as (fd, f, label):
@@ -289,9 +343,11 @@ class Run:
         buf = self.payload(self.length(len(f.data)))
         self.note(f"O_APPEND write {name} length={len(buf)}")
         fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        offset = len(f.data)
         try:
-            with self.may_fill(grows=True):
-                f.write(len(f.data), buf[:self.fitted(os.write(fd, buf), len(buf), grows=True)])
+            with self.written_back(fd, f, offset, offset + len(buf)), \
+                    self.may_fill(needs_room=True):
+                f.write(offset, buf[:self.fitted(os.write(fd, buf), len(buf), needs_room=True)])
         finally:
             os.close(fd)
 
@@ -307,10 +363,11 @@ class Run:
             self.note(f"copy_file_range {src_label}@{src_off} -> {dst_label}@{dst_off} "
                       f"length={n}")
             want = bytes(src.data[src_off:src_off + n])
-            grows = dst_off + len(want) > len(dst.data)
-            with self.may_fill(grows):
+            needs_room = self.needs_room(dst, dst_off, dst_off + len(want))
+            with self.written_back(dst_fd, dst, dst_off, dst_off + len(want)), \
+                    self.may_fill(needs_room):
                 done = self.fitted(os.copy_file_range(src_fd, dst_fd, n, src_off, dst_off),
-                                   len(want), grows)
+                                   len(want), needs_room)
                 if done:
                     dst.write(dst_off, want[:done])
 
@@ -321,7 +378,7 @@ class Run:
                 0, self.rng.randrange(size + 1), size + 1, self.rng.randrange(MAX_SIZE),
                 self.rng.randrange(size // CHUNK + 2) * CHUNK]))
             self.note(f"ftruncate {label} {size}")
-            with self.may_fill(grows=size > len(f.data)):
+            with self.may_fill(needs_room=size > len(f.data)):
                 os.ftruncate(fd, size)
                 f.resize(size)
 
@@ -331,7 +388,8 @@ class Run:
             offset = self.offset(len(f.data))
             n = self.length(offset)
             self.note(f"fallocate {label} mode={mode:#x} offset={offset} length={n}")
-            with self.may_fill(grows=offset + n > len(f.data)):
+            needs_room = not mode & PUNCH_HOLE and self.needs_room(f, offset, offset + n)
+            with self.may_fill(needs_room):
                 _shim.fallocate(fd, mode, offset, n)
                 f.fallocate(mode, offset, n)
 
@@ -352,7 +410,7 @@ class Run:
                 self.note(f"mmap write {label} offset={offset} length={len(buf)}")
                 m[offset:offset + len(buf)] = buf
                 stored = False
-                with self.may_fill(grows=False):
+                with self.may_fill(self.needs_room(f, offset, offset + len(buf))):
                     m.flush()
                     stored = True
             if stored:
