@@ -112,8 +112,11 @@
  *
  * Capabilities, set in INIT on purpose rather than left to libfuse, whose
  * defaults differ between versions:
- *   - splice read, write and move: off.  Spliced receive would hand write
- *     data over as a pipe, which the write handler cannot take.
+ *   - splice write: on, so that libfuse splices READ replies from the
+ *     tier files (READ REPLIES below).  Splice move: off; the kernel would
+ *     try to steal the tier's pages.  Splice read: off.  Spliced receive
+ *     would hand write data over as a pipe, which the write handler cannot
+ *     take.
  *   - auto_inval_data: off.  Every change comes through the kernel, so its
  *     page cache is never stale, and this would drop it after every write.
  *   - writeback cache: off, so that ENOSPC reaches write(2).
@@ -150,7 +153,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -203,6 +208,7 @@ static session_fd_fn real_session_fd;
 #define WORKER_BUFFER (256 * 4096 + 4096) /* libfuse's own: 256 pages and a header */
 #define REQUEST_HEADROOM 4096             /* what a WRITE needs beside its data */
 static void start_workers(struct fuse_session *se);
+static uint64_t negotiated(void);
 static int kernel_offers_killpriv_v2; /* read from the INIT request */
 static int kernel_offers_idmap;       /* FUSE_ALLOW_IDMAP, Linux 6.12 on */
 static uint64_t init_unique;          /* the INIT request, until answered */
@@ -275,15 +281,77 @@ static long long as_result(PyObject *cb, PyObject *out, const int *err)
     return result;
 }
 
+/*
+ * READ REPLIES
+ *
+ * The read handler is called with splice=True where libfuse can splice
+ * the reply (SPLICE_WRITE, and two pages or more).  It then answers
+ * through reply_from_tiers(), with the pieces of the tier files that hold
+ * the range, while it holds its lock: splice(2) takes references to the
+ * tier's pages into libfuse's pipe, and only the lock keeps a freed slot
+ * from being reused (punched first, so a page already taken keeps its
+ * bytes) before that.  The kernel copies once, from those pages into the
+ * reader's page cache, where a copy into a buffer of the daemon's and out
+ * again took two.  A reply of 1 MiB needs a pipe of 2 MiB, more than
+ * pipe-max-size allows a process without CAP_SYS_RESOURCE: the handler
+ * copies as before where the pipe cannot hold the reply (splice_fits).
+ */
+
+/* A sparse memfd that holes are spliced from: the kernel hands out its
+ * zero page, without a copy. */
+#define ZEROS_SIZE (1 << 20)
+static int zeros_fd = -1;
+
+/* The largest pipe that libfuse can have: beyond pipe-max-size only with
+ * CAP_SYS_RESOURCE.  Where its pipe cannot hold a reply, libfuse copies
+ * through a buffer that it allocates for each, slower than the handler's
+ * own copy (RESULTS.md), so no READ is offered splicing then. */
+#define PIPE_WANTED (2 << 20)
+static size_t pipe_room;
+
+static size_t largest_pipe(void)
+{
+    int fds[2];
+    long room = 0;
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return 0;
+    if (fcntl(fds[0], F_SETPIPE_SZ, PIPE_WANTED) >= 0) {
+        room = PIPE_WANTED;
+    } else {
+        FILE *max = fopen("/proc/sys/fs/pipe-max-size", "re");
+        if (max == NULL || fscanf(max, "%ld", &room) != 1)
+            room = 0;
+        if (max != NULL)
+            fclose(max);
+    }
+    close(fds[0]);
+    close(fds[1]);
+    return room > 0 ? (size_t)room : 0;
+}
+
+/* Whether libfuse's pipe holds a reply of *size* bytes in pieces of at
+ * most a chunk each, by libfuse's own reckoning (fuse_send_data_iov). */
+static int splice_fits(size_t size)
+{
+    size_t pieces = size / (64 * 1024) + 2;
+    return size >= 2 * 4096 && 4096 * (pieces + 2) + sizeof(struct fuse_out_header) + size <= pipe_room;
+}
+
+static __thread fuse_req_t read_unanswered; /* the READ whose handler runs on this thread */
+
 static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
     int err = 0;
     Py_buffer view;
-    PyObject *out = call(read_cb, &err, "(KLn)", (unsigned long long)fi->fh,
-                         (long long)off, (Py_ssize_t)size);
-    if (out != NULL && PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
+    int splice = (negotiated() & FUSE_CAP_SPLICE_WRITE) && splice_fits(size) && zeros_fd >= 0;
+    read_unanswered = req;
+    PyObject *out = call(read_cb, &err, "(KLnO)", (unsigned long long)fi->fh,
+                         (long long)off, (Py_ssize_t)size, splice ? Py_True : Py_False);
+    if (read_unanswered == NULL) {
+        /* answered by reply_from_tiers() */
+    } else if (out != NULL && PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
         /* A fresh object of the handler's: nothing changes it meanwhile. */
         Py_BEGIN_ALLOW_THREADS
         fuse_reply_buf(req, view.buf, (size_t)view.len);
@@ -294,9 +362,70 @@ static void shim_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             err = handler_errno(read_cb);
         fuse_reply_err(req, err);
     }
+    read_unanswered = NULL;
     Py_XDECREF(out);
     PyGILState_Release(gil);
     (void)ino;
+}
+
+static PyObject *shim_reply_from_tiers(PyObject *self, PyObject *pieces)
+{
+    fuse_req_t req = read_unanswered;
+    if (req == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "no READ to answer on this thread");
+    PyObject *seq = PySequence_Fast(pieces, "pieces must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t count = 0;
+    struct fuse_bufvec *bufv = NULL;
+    /* First pass counts the buffers (a hole takes one per ZEROS_SIZE). */
+    for (int fill = 0; fill < 2; fill++) {
+        count = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int fd;
+            long long pos, length;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "iLL;a piece is (fd, offset, length)",
+                                  &fd, &pos, &length))
+                goto fail;
+            if (length <= 0 || pos < 0)
+                continue;
+            for (long long done = 0; done < length; count++) {
+                size_t part = fd >= 0 ? (size_t)length : (size_t)(length - done < ZEROS_SIZE ?
+                                                                  length - done : ZEROS_SIZE);
+                if (fill) {
+                    struct fuse_buf *buf = &bufv->buf[count];
+                    *buf = (struct fuse_buf){.size = part};
+                    buf->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+                    buf->fd = fd >= 0 ? fd : zeros_fd;
+                    buf->pos = fd >= 0 ? (off_t)pos : 0;
+                }
+                done += (long long)part;
+            }
+        }
+        if (!fill) {
+            bufv = calloc(1, sizeof *bufv + (count ? count : 1) * sizeof(struct fuse_buf));
+            if (bufv == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+        }
+    }
+    bufv->count = count;
+    read_unanswered = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (count)
+        fuse_reply_data(req, bufv, 0);
+    else
+        fuse_reply_buf(req, NULL, 0);
+    Py_END_ALLOW_THREADS
+    free(bufv);
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    free(bufv);
+    Py_DECREF(seq);
+    return NULL;
 }
 
 /* The handler sees the request's own buffer through a memoryview, which is
@@ -778,7 +907,7 @@ static const struct {
     int on;
 } capabilities[] = {
     {"splice_read", FUSE_CAP_SPLICE_READ, 0},
-    {"splice_write", FUSE_CAP_SPLICE_WRITE, 0},
+    {"splice_write", FUSE_CAP_SPLICE_WRITE, 1},
     {"splice_move", FUSE_CAP_SPLICE_MOVE, 0},
     {"auto_inval_data", FUSE_CAP_AUTO_INVAL_DATA, 0},
     {"writeback_cache", FUSE_CAP_WRITEBACK_CACHE, 0},
@@ -866,6 +995,14 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
     return writev(fd, iov, count);
 }
 
+/* libfuse offers SPLICE_WRITE to a custom I/O only with this. */
+static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+                              unsigned int flags, void *userdata)
+{
+    (void)userdata;
+    return splice(fdin, offin, fdout, offout, len, flags);
+}
+
 /* pyfuse3 mounts through here, so that an older libfuse's session gets
  * the custom I/O above once it has its fd, and the workers start. */
 int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
@@ -878,7 +1015,8 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
     int res = real(se, mountpoint);
     if (res == 0)
         session = se;
-    static const struct fuse_custom_io io = {.writev = io_writev, .read = io_read};
+    static const struct fuse_custom_io io = {
+        .writev = io_writev, .read = io_read, .splice_send = io_splice_send};
     if (res == 0)
         /* If this fails the session keeps plain I/O, without what io_writev adds. */
         fuse_session_custom_io(se, &io, real_session_fd(se));
@@ -1467,6 +1605,14 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
     }
     for (int i = 0; i < N; i++)
         Py_XSETREF(*slots[i], methods[i]);
+    if (zeros_fd < 0) {
+        zeros_fd = memfd_create("holefs-zeros", MFD_CLOEXEC);
+        if (zeros_fd >= 0 && ftruncate(zeros_fd, ZEROS_SIZE) != 0) {
+            close(zeros_fd);
+            zeros_fd = -1;
+        }
+    }
+    pipe_room = largest_pipe();
     workers_wanted = workers;
     cache_timeout = timeout;
     writeback_cache_wanted = writeback_cache;
@@ -1544,6 +1690,15 @@ static PyObject *exports(const char *name, const char *version)
     return PyBool_FromLong(dlvsym(RTLD_NEXT, name, version) != NULL);
 }
 
+static PyObject *shim_spliced_reads_up_to(PyObject *self, PyObject *unused)
+{
+    size_t size = 0;
+    if (conn_info != NULL && negotiated() & FUSE_CAP_SPLICE_WRITE && zeros_fd >= 0)
+        for (size = 256 * 4096; size >= 2 * 4096 && !splice_fits(size); size -= 4096)
+            ;
+    return PyLong_FromSize_t(size >= 2 * 4096 ? size : 0);
+}
+
 static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue(
@@ -1565,6 +1720,11 @@ static PyMethodDef shim_methods[] = {
      "the contract in holefs/_shim.c."},
     {"fallocate", shim_fallocate_fd, METH_VARARGS,
      "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
+    {"reply_from_tiers", shim_reply_from_tiers, METH_O,
+     "reply_from_tiers(pieces): answer the READ whose handler runs on this\n"
+     "thread, called with splice=True, by splicing its data from files:\n"
+     "each piece is (fd, offset, length), fd -1 for zeros.  Call it while\n"
+     "no piece can be given to another file."},
     {"invalidate_attributes", shim_invalidate_attributes, METH_VARARGS,
      "invalidate_attributes(inode): make the kernel ask for the attributes\n"
      "of *inode* again, after holefs changed them on its own."},
@@ -1573,6 +1733,8 @@ static PyMethodDef shim_methods[] = {
     {"negotiated", shim_negotiated, METH_NOARGS,
      "The capabilities holefs sets, as libfuse settled them in INIT\n"
      "(name -> bool); None before INIT."},
+    {"spliced_reads_up_to", shim_spliced_reads_up_to, METH_NOARGS,
+     "The largest READ whose reply is spliced from the tier files (0: none)."},
     {"libfuse", shim_libfuse, METH_NOARGS,
      "The libfuse version loaded, the headers built against, and which\n"
      "session constructors the loaded libfuse exports."},

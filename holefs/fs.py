@@ -404,6 +404,7 @@ class Operations(pyfuse3.Operations):
             "pid": os.getpid(),
             "libfuse": _shim.libfuse()["version"],
             "capabilities": _shim.negotiated(),
+            "spliced_reads_up_to": _shim.spliced_reads_up_to(),
         }
 
 
@@ -424,12 +425,14 @@ class FastPath:
     """
 
     def __init__(self, namespace: Namespace, store, reserve=False,
-                 invalidate=_shim.invalidate_attributes, control=None):
+                 invalidate=_shim.invalidate_attributes, control=None,
+                 reply_from_tiers=_shim.reply_from_tiers):
         self.ns = namespace
         self.store = store
         self.reserve = reserve
         self.invalidate = invalidate  # of the kernel's cached attributes, by inode number
         self.control = control or no_control  # holefs's own ioctls: Remount.submit
+        self.reply_from_tiers = reply_from_tiers  # of the READ being served
         self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
 
@@ -534,12 +537,19 @@ class FastPath:
             if how == "writeback" else "")
 
     @served
-    def read(self, fh, offset, length):
+    def read(self, fh, offset, length, splice=False):
+        """The bytes; or, with *splice*, None once the reply has gone out
+        from the tier files themselves."""
         inode = self.ns[fh]
         length = min(length, inode.size - offset)
         inode.note_access(self.ns.file_atime)
         if length <= 0:
             return b""
+        if splice:
+            # Under the lock, so that no slot of the reply is reused before
+            # the kernel holds its pages (READ REPLIES in holefs/_shim.c).
+            self.reply_from_tiers(self.store.segments(inode.extents, offset, length))
+            return None
         return self.store.read(inode.extents, offset, length)
 
     @served

@@ -36,17 +36,26 @@ class NoSpace(OSError):
 class Tier:
     """A sparse file of CHUNK-sized slots, handed out lowest first."""
 
+    GROWTH = 64                   # slots the file grows by, sparse
+
     def __init__(self, fd, name):
         self.fd = fd
         self.name = name          # "ram" or "spill", as status shows it
         self.pages = 0            # pages held by the slots here
         self._free = []           # heap of freed slot numbers below _high
         self._high = 0            # slot numbers from here up were never used
+        self._sized = 0           # slots below this lie within the file's size
 
     def alloc(self):
         """A free slot number; the slot reads as zeros."""
         if self._free:
             return heapq.heappop(self._free)
+        if self._high == self._sized:
+            # Every slot handed out lies within the file, so that a splice of
+            # any part of it reads to its end: a short one would end a
+            # spliced READ reply early, which the kernel takes for EOF.
+            os.ftruncate(self.fd, (self._sized + self.GROWTH) * CHUNK)
+            self._sized += self.GROWTH
         self._high += 1
         return self._high - 1
 
@@ -159,6 +168,24 @@ class Store:
                 slot.tier.read_into(view[pos:pos + piece.length], slot.number, piece.start)
             pos += piece.length
         return buf
+
+    def segments(self, emap, offset, length):
+        """Where the bytes of [offset, offset+length) lie: (fd, position,
+        length) in the tier files, fd -1 for a hole, neighbours merged."""
+        out = []
+        for piece in emap.pieces(offset, length):
+            slot = piece.slot
+            if slot is None:
+                fd, pos = -1, 0
+            else:
+                self._use(slot, 0)
+                fd, pos = slot.tier.fd, slot.number * CHUNK + piece.start
+            if out and out[-1][0] == fd and (fd < 0 or sum(out[-1][1:]) == pos):
+                fd, pos, length = out.pop()
+                out.append((fd, pos, length + piece.length))
+            else:
+                out.append((fd, pos, piece.length))
+        return out
 
     def write(self, emap, offset, data, quota=UNLIMITED):
         """Write *data*, adding at most quota.pages pages; return how much

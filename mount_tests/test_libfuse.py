@@ -5,6 +5,7 @@ with CAP_SYS_RESOURCE (an ordinary host) gets spliced receive, root here
 does not.  These tests hold holefs to what it sets itself.
 """
 
+import mmap
 import os
 import pathlib
 import subprocess
@@ -12,6 +13,7 @@ import subprocess
 import pytest
 
 from conftest import MiB, as_nobody, drop_page_cache, kernel_version, run_holefs
+from holefs import release
 from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
@@ -33,7 +35,7 @@ def test_init_settles_the_capabilities_holefs_relies_on(fs):
     status = fs.status()
     assert status["capabilities"] == {
         "splice_read": False,
-        "splice_write": False,
+        "splice_write": True,
         "splice_move": False,
         "auto_inval_data": False,
         "writeback_cache": False,
@@ -79,6 +81,46 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
 
     write_and_read_back(tmp_path, m / "pattern", 32 * MiB, "1M")
     assert m.pid == pid and m.status()["capabilities"]["splice_read"] is False
+
+
+@pytest.mark.parametrize("pipes", ["1 MiB", "2 MiB"])
+def test_reads_by_splice_and_by_copy_give_the_same_bytes(pipes, mount_holefs, tmp_path):
+    """READ replies come spliced from the tier files where libfuse's pipe
+    holds them, and copied where it does not: the same bytes either way,
+    from RAM, spill and holes, in page cache reads and in unaligned direct
+    reads."""
+    with open(PIPE_MAX_SIZE) as f:
+        saved = f.read()
+    with open(PIPE_MAX_SIZE, "w") as f:
+        f.write(str(MiB if pipes == "1 MiB" else 2 * MiB))
+    try:
+        m = mount_holefs(f"size=256M,ram=4M,spill={tmp_path}")
+    finally:
+        with open(PIPE_MAX_SIZE, "w") as f:
+            f.write(saved)
+    spliced = m.status()["spliced_reads_up_to"]
+    # With 1 MiB pipes, readahead's 1 MiB READs are copied, smaller ones spliced.
+    assert spliced == MiB if pipes == "2 MiB" else 0 < spliced < MiB
+    want = bytearray(os.urandom(24 * MiB))
+    want[3 * MiB + 100:9 * MiB - 7] = bytes(6 * MiB - 107)  # a hole, punched below
+    with open(m / "f", "wb") as f:
+        f.write(want)
+        release(f.fileno(), 3 * MiB + 4096, 5 * MiB)
+    assert m.status()["spill_used"] > 0
+    with open(m / "tail", "wb") as f:  # the newest slot, written only at its start
+        f.write(b"t" * 100)
+        f.truncate(MiB)
+    drop_page_cache()
+    assert (m / "f").read_bytes() == want
+    assert (m / "tail").read_bytes() == b"t" * 100 + bytes(MiB - 100)
+    fd = os.open(m / "f", os.O_RDONLY | os.O_DIRECT)
+    try:
+        for offset, size in [(1, 2 * MiB), (65535, 300_000), (3 * MiB, MiB), (20 * MiB + 5, 8193)]:
+            buf = mmap.mmap(-1, size)  # O_DIRECT wants an aligned buffer
+            assert os.preadv(fd, [buf], offset) == size
+            assert buf[:] == want[offset:offset + size], f"{size} bytes at {offset}"
+    finally:
+        os.close(fd)
 
 
 # How each change reaches the file: by another user, who lacks CAP_FSETID
