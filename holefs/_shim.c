@@ -1247,6 +1247,21 @@ static uint64_t setid_to_drop(const struct fuse_in_header *in, const char **requ
     }
 }
 
+static void drop_setid_as_asked(const struct fuse_in_header *in)
+{
+    const char *request = NULL;
+    uint64_t inode = setid_to_drop(in, &request);
+    if (inode != 0 && drop_setid_cb != NULL) {
+        int err;
+        PyGILState_STATE gil = PyGILState_Ensure();
+        /* An OSError leaves the bits alone (the inode is gone); the request
+         * still goes on and gets its own answer. */
+        Py_XDECREF(call(drop_setid_cb, &err, "(KIIIs)", (unsigned long long)inode,
+                        in->uid, in->gid, in->pid, request));
+        PyGILState_Release(gil);
+    }
+}
+
 /* What every request needs before libfuse dispatches it: INIT's offer is
  * noted, set-ID bits are dropped where the kernel asks, and a TMPFILE
  * becomes the CREATE that it is in form (the same arguments, the same
@@ -1273,17 +1288,7 @@ static void before_dispatch(const struct fuse_buf *buf)
         init_unique = in->unique;
         return;
     }
-    const char *request = NULL;
-    uint64_t inode = setid_to_drop(in, &request);
-    if (inode != 0 && drop_setid_cb != NULL) {
-        int err;
-        PyGILState_STATE gil = PyGILState_Ensure();
-        /* An OSError leaves the bits alone (the inode is gone); the request
-         * still goes on and gets its own answer. */
-        Py_XDECREF(call(drop_setid_cb, &err, "(KIIIs)", (unsigned long long)inode,
-                        in->uid, in->gid, in->pid, request));
-        PyGILState_Release(gil);
-    }
+    drop_setid_as_asked(in);
 }
 
 /* How long, and for how many requests, a stream of reads and writes may be
@@ -1403,13 +1408,267 @@ struct worker {
     PyGILState_STATE gil;
     PyThreadState *thread; /* kept while the GIL is away, so taking it is cheap */
     void *mem;
+    int pipe[2]; /* for spliced receive; -1 without */
 };
+
+/*
+ * SPLICED RECEIVE
+ *
+ * Where a worker's pipe can hold the largest request (pipes of 2 MiB, as
+ * for READ REPLIES), it receives by splice(2): the kernel then hands over
+ * the data of a buffered WRITE as references to the page-cache pages that
+ * hold it, where read(2) copied it into the worker's buffer.  The header
+ * is read out of the pipe; a WRITE's data stays there, and the write
+ * handler gets a Spliced object for it, whose splice_into() moves it into
+ * the tier slot it picks, in order (one copy); the bytes never reach
+ * Python, and what the handler did not take is drained before the reply,
+ * which the shim sends itself.  Every other request, and an O_DIRECT
+ * WRITE (whose reply waits for DIRECT WRITES' invalidation), is read out
+ * whole and goes on as before.
+ */
+#define SPLICE_WRITE_MIN (2 * 4096) /* a smaller write is read out whole */
+
+typedef struct Spliced {
+    PyObject_HEAD
+    struct Spliced *whole; /* a slice's whole, referenced; NULL in the whole */
+    int fd;                /* the whole's: the pipe, -1 once the request is done */
+    size_t start, length;  /* in bytes of the data */
+    size_t taken;          /* the whole's: how much has left the pipe */
+} Spliced;
+
+static PyTypeObject SplicedType;
+
+static Spliced *spliced_whole(Spliced *self)
+{
+    return self->whole != NULL ? self->whole : self;
+}
+
+static void spliced_dealloc(PyObject *self)
+{
+    Py_XDECREF(((Spliced *)self)->whole);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static Py_ssize_t spliced_length(PyObject *self)
+{
+    return (Py_ssize_t)((Spliced *)self)->length;
+}
+
+static PyObject *spliced_subscript(PyObject *self, PyObject *key)
+{
+    Spliced *s = (Spliced *)self;
+    Py_ssize_t start, stop, step;
+    if (!PySlice_Check(key) || PySlice_Unpack(key, &start, &stop, &step) < 0 || step != 1)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "only [a:b] slices");
+    Py_ssize_t n = PySlice_AdjustIndices((Py_ssize_t)s->length, &start, &stop, step);
+    Spliced *part = PyObject_New(Spliced, &SplicedType);
+    if (part == NULL)
+        return NULL;
+    part->whole = spliced_whole(s);
+    Py_INCREF(part->whole);
+    part->fd = -1;
+    part->start = s->start + (size_t)start;
+    part->length = (size_t)n;
+    part->taken = 0;
+    return (PyObject *)part;
+}
+
+/* Whether *self* is next in the pipe; else an exception is set. */
+static Spliced *spliced_next(Spliced *self)
+{
+    Spliced *whole = spliced_whole(self);
+    if (whole->fd < 0)
+        return PyErr_Format(PyExc_ValueError, "the request is done"), NULL;
+    if (self->start != whole->taken)
+        return PyErr_Format(PyExc_ValueError, "data at %zu taken out of order (%zu is next)",
+                            self->start, whole->taken), NULL;
+    return whole;
+}
+
+static PyObject *spliced_splice_into(PyObject *self, PyObject *args)
+{
+    Spliced *s = (Spliced *)self;
+    int fd;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "iL", &fd, &offset))
+        return NULL;
+    Spliced *whole = spliced_next(s);
+    if (whole == NULL)
+        return NULL;
+    loff_t at = offset;
+    size_t done = 0;
+    ssize_t n = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (done < s->length &&
+           (n = splice(whole->fd, NULL, fd, &at, s->length - done, 0)) > 0)
+        done += (size_t)n;
+    Py_END_ALLOW_THREADS
+    whole->taken += done;
+    if (n < 0 && done == 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSize_t(done);
+}
+
+static PyObject *spliced_bytes(PyObject *self, PyObject *unused)
+{
+    Spliced *s = (Spliced *)self;
+    Spliced *whole = spliced_next(s);
+    if (whole == NULL)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)s->length);
+    if (out == NULL)
+        return NULL;
+    size_t done = 0;
+    ssize_t n = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (done < s->length &&
+           (n = read(whole->fd, PyBytes_AS_STRING(out) + done, s->length - done)) > 0)
+        done += (size_t)n;
+    Py_END_ALLOW_THREADS
+    whole->taken += done;
+    if (done < s->length) {
+        Py_DECREF(out);
+        return PyErr_Format(PyExc_OSError, "the pipe gave %zu of %zu bytes", done, s->length);
+    }
+    return out;
+}
+
+static PyMappingMethods spliced_mapping = {
+    .mp_length = spliced_length,
+    .mp_subscript = spliced_subscript,
+};
+
+static PyMethodDef spliced_methods[] = {
+    {"splice_into", spliced_splice_into, METH_VARARGS,
+     "splice_into(fd, offset): move these bytes from the pipe to fd at\n"
+     "offset, in order; return how many moved."},
+    {"__bytes__", spliced_bytes, METH_NOARGS, "These bytes, out of the pipe."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SplicedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "holefs._shim.Spliced",
+    .tp_doc = "A WRITE's data, still in the worker's pipe (SPLICED RECEIVE).",
+    .tp_basicsize = sizeof(Spliced),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = spliced_dealloc,
+    .tp_as_mapping = &spliced_mapping,
+    .tp_methods = spliced_methods,
+};
+
+static int open_receive_pipe(int fds[2])
+{
+    if (pipe_room >= PIPE_WANTED && pipe2(fds, O_CLOEXEC) == 0) {
+        if (fcntl(fds[0], F_SETPIPE_SZ, PIPE_WANTED) >= PIPE_WANTED)
+            return 1;
+        close(fds[0]);
+        close(fds[1]);
+    }
+    fds[0] = fds[1] = -1;
+    return 0;
+}
+
+static int read_exactly(int fd, char *buf, size_t size)
+{
+    while (size > 0) {
+        ssize_t n = read(fd, buf, size);
+        if (n <= 0)
+            return -1;
+        buf += n;
+        size -= (size_t)n;
+    }
+    return 0;
+}
+
+/* One request by splice: what is in w->mem, and in *data the bytes of a
+ * WRITE's data left in the pipe.  A pipe that misbehaves is given up: the
+ * worker reads from then on. */
+static ssize_t receive_spliced(struct worker *w, size_t *data)
+{
+    *data = 0;
+    ssize_t n = splice(session_fd, NULL, w->pipe[1], NULL, WORKER_BUFFER, 0);
+    if (n <= 0)
+        return n;
+    struct fuse_in_header *in = w->mem;
+    const size_t first = sizeof *in + sizeof(struct fuse_write_in);
+    /* A WRITE's header and arguments fill the pipe's first buffer alone. */
+    ssize_t got = read(w->pipe[0], w->mem, first);
+    if (got >= (ssize_t)sizeof *in && in->len == (size_t)n) {
+        const struct fuse_write_in *arg = (const void *)(in + 1);
+        if (in->opcode == FUSE_WRITE && got == (ssize_t)first &&
+            in->len >= first + SPLICE_WRITE_MIN && !(arg->flags & O_DIRECT)) {
+            *data = in->len - first;
+            return (ssize_t)first;
+        }
+        if (read_exactly(w->pipe[0], (char *)w->mem + got, in->len - (size_t)got) == 0)
+            return n;
+    }
+    fprintf(stderr, "holefs: spliced receive failed; reading requests from now on\n");
+    close(w->pipe[0]);
+    close(w->pipe[1]);
+    w->pipe[0] = w->pipe[1] = -1;
+    errno = EIO;
+    return -1;
+}
+
+/* Serve a WRITE whose data is in the pipe, and answer it. */
+static void serve_spliced_write(struct worker *w, size_t size)
+{
+    const struct fuse_in_header *in = w->mem;
+    const struct fuse_write_in *arg = (const void *)(in + 1);
+    drop_setid_as_asked(in);
+    long long ret = -ENOMEM;
+    size_t left = size;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Spliced *data = PyObject_New(Spliced, &SplicedType);
+    if (data != NULL) {
+        *data = (Spliced){.ob_base = data->ob_base, .fd = w->pipe[0], .length = size};
+        int err;
+        ret = as_result(write_cb, call(write_cb, &err, "(KLOOI)", (unsigned long long)arg->fh,
+                                       (long long)arg->offset, (PyObject *)data,
+                                       arg->write_flags & FUSE_WRITE_CACHE ? Py_True : Py_False,
+                                       (unsigned int)in->pid), &err);
+        data->fd = -1;
+        left -= data->taken;
+        Py_DECREF(data);
+    } else {
+        PyErr_Clear();
+    }
+    PyGILState_Release(gil);
+    char *scratch = (char *)w->mem + 4096;
+    while (left > 0) {
+        ssize_t n = read(w->pipe[0], scratch, left < WORKER_BUFFER - 4096 ? left : WORKER_BUFFER - 4096);
+        if (n <= 0)
+            break;
+        left -= (size_t)n;
+    }
+    if (left > 0) { /* the next request would follow the rest: give the pipe up */
+        close(w->pipe[0]);
+        close(w->pipe[1]);
+        w->pipe[0] = w->pipe[1] = -1;
+    }
+    struct fuse_out_header header = {
+        .len = sizeof header + (ret < 0 ? 0 : sizeof(struct fuse_write_out)),
+        .error = ret < 0 ? (int32_t)ret : 0,
+        .unique = in->unique,
+    };
+    struct fuse_write_out out = {.size = ret < 0 ? 0 : (uint32_t)ret};
+    struct iovec iov[2] = {{&header, sizeof header}, {&out, sizeof out}};
+    /* ENOENT: the caller was interrupted and is gone; nothing to answer. */
+    while (writev(session_fd, iov, ret < 0 ? 1 : 2) < 0 && errno == EINTR)
+        ;
+}
 
 /* A worker's end, by return or by cancellation. */
 static void worker_exit(void *arg)
 {
     struct worker *w = arg;
     free(w->mem);
+    if (w->pipe[0] >= 0) {
+        close(w->pipe[0]);
+        close(w->pipe[1]);
+    }
     PyEval_RestoreThread(w->thread);
     PyGILState_Release(w->gil);
 }
@@ -1423,19 +1682,26 @@ static void *worker_main(void *unused)
     w.gil = PyGILState_Ensure();
     w.thread = PyEval_SaveThread();
     w.mem = malloc(WORKER_BUFFER);
+    open_receive_pipe(w.pipe);
     pthread_cleanup_push(worker_exit, &w);
     is_worker = 1;
     while (w.mem != NULL) {
+        size_t spliced = 0;
         pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         __atomic_add_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
-        ssize_t n = read(session_fd, w.mem, WORKER_BUFFER);
+        ssize_t n = w.pipe[0] >= 0 ? receive_spliced(&w, &spliced)
+                                   : read(session_fd, w.mem, WORKER_BUFFER);
         __atomic_sub_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == ENOENT)
+            if (errno == EINTR || errno == EAGAIN || errno == ENOENT || errno == EIO)
                 continue;
             hand_over(NULL, 0); /* ENODEV: unmounted, or the connection aborted */
             break;
+        }
+        if (spliced) {
+            serve_spliced_write(&w, spliced);
+            continue;
         }
         struct fuse_buf buf = {.mem = w.mem, .size = (size_t)n};
         if (served_here(&buf)) {
@@ -1690,13 +1956,14 @@ static PyObject *exports(const char *name, const char *version)
     return PyBool_FromLong(dlvsym(RTLD_NEXT, name, version) != NULL);
 }
 
-static PyObject *shim_spliced_reads_up_to(PyObject *self, PyObject *unused)
+static PyObject *shim_splicing(PyObject *self, PyObject *unused)
 {
     size_t size = 0;
     if (conn_info != NULL && negotiated() & FUSE_CAP_SPLICE_WRITE && zeros_fd >= 0)
         for (size = 256 * 4096; size >= 2 * 4096 && !splice_fits(size); size -= 4096)
             ;
-    return PyLong_FromSize_t(size >= 2 * 4096 ? size : 0);
+    return Py_BuildValue("{s:n,s:O}", "replies_up_to", (Py_ssize_t)(size >= 2 * 4096 ? size : 0),
+                         "receive", workers_running && pipe_room >= PIPE_WANTED ? Py_True : Py_False);
 }
 
 static PyObject *shim_libfuse(PyObject *self, PyObject *unused)
@@ -1733,8 +2000,9 @@ static PyMethodDef shim_methods[] = {
     {"negotiated", shim_negotiated, METH_NOARGS,
      "The capabilities holefs sets, as libfuse settled them in INIT\n"
      "(name -> bool); None before INIT."},
-    {"spliced_reads_up_to", shim_spliced_reads_up_to, METH_NOARGS,
-     "The largest READ whose reply is spliced from the tier files (0: none)."},
+    {"splicing", shim_splicing, METH_NOARGS,
+     "Where splice(2) saves a copy: the largest READ whose reply is spliced\n"
+     "from the tier files (0: none), and whether workers receive by splice."},
     {"libfuse", shim_libfuse, METH_NOARGS,
      "The libfuse version loaded, the headers built against, and which\n"
      "session constructors the loaded libfuse exports."},
@@ -1750,7 +2018,8 @@ static struct PyModuleDef shim_module = {
 PyMODINIT_FUNC PyInit__shim(void)
 {
     PyObject *module = PyModule_Create(&shim_module);
-    if (module == NULL || PyType_Ready(&PendingType) < 0 ||
+    if (module == NULL || PyType_Ready(&PendingType) < 0 || PyType_Ready(&SplicedType) < 0 ||
+        PyModule_AddObjectRef(module, "Spliced", (PyObject *)&SplicedType) < 0 ||
         PyModule_AddIntMacro(module, CONTROL_TYPE) < 0 ||
         PyModule_AddIntMacro(module, FALLOC_FL_KEEP_SIZE) < 0 ||
         PyModule_AddIntMacro(module, FALLOC_FL_PUNCH_HOLE) < 0 ||

@@ -404,7 +404,7 @@ class Operations(pyfuse3.Operations):
             "pid": os.getpid(),
             "libfuse": _shim.libfuse()["version"],
             "capabilities": _shim.negotiated(),
-            "spliced_reads_up_to": _shim.spliced_reads_up_to(),
+            "splicing": _shim.splicing(),
         }
 
 
@@ -556,6 +556,8 @@ class FastPath:
     def write(self, fh, offset, data, writeback=False, pid=0):
         inode = self.ns[fh]
         if inode.flags:
+            if isinstance(data, _shim.Spliced):
+                data = bytes(data)  # check_write may compare it
             inodeflags.check_write(inode.flags, offset, inode.size, lambda: writeback and
                                    self._holds(inode, offset, data[:inode.size - offset]))
         end = offset + len(data)

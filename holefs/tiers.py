@@ -81,8 +81,11 @@ class Tier:
         os.preadv(self.fd, [view], number * CHUNK + start)
 
     def write(self, number, start, data):
+        """Write *data*: bytes, or a _shim.Spliced still in the shim's pipe."""
+        at = number * CHUNK + start
         # A full disk under the spill file fails here, before any map change.
-        done = os.pwrite(self.fd, data, number * CHUNK + start)
+        done = data.splice_into(self.fd, at) if isinstance(data, _shim.Spliced) else \
+            os.pwrite(self.fd, data, at)
         if done != len(data):
             raise OSError(errno.ENOSPC, "short write to a storage tier")
 
@@ -189,8 +192,9 @@ class Store:
 
     def write(self, emap, offset, data, quota=UNLIMITED):
         """Write *data*, adding at most quota.pages pages; return how much
-        fit.  Raise NoSpace or OverQuota if nothing did."""
-        view = memoryview(data)
+        fit.  Raise NoSpace or OverQuota if nothing did.  *data* is bytes,
+        or a _shim.Spliced, which is taken in order."""
+        view = data if isinstance(data, _shim.Spliced) else memoryview(data)
         pos = 0
         added = 0
         for piece in emap.pieces(offset, len(data)):

@@ -5,6 +5,7 @@ with CAP_SYS_RESOURCE (an ordinary host) gets spliced receive, root here
 does not.  These tests hold holefs to what it sets itself.
 """
 
+import errno
 import mmap
 import os
 import pathlib
@@ -81,6 +82,49 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
 
     write_and_read_back(tmp_path, m / "pattern", 32 * MiB, "1M")
     assert m.pid == pid and m.status()["capabilities"]["splice_read"] is False
+    # holefs's workers receive by splice themselves (SPLICED RECEIVE in _shim.c)
+    assert m.status()["splicing"]["receive"] is True
+
+
+def test_writes_received_by_splice(splice_receive_available, mount_holefs, tmp_path):
+    """A WRITE's data goes from the workers' pipe into the slots: at any
+    offset and size, through spill, into an append-only file, and up to a
+    full filesystem, whose short write leaves the next request served."""
+    m = mount_holefs(f"size=24M,ram=4M,spill={tmp_path}")
+    assert m.status()["splicing"]["receive"] is True
+    want = bytearray(16 * MiB)
+    fd = os.open(m / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for offset, size in [(0, 3 * MiB), (65535, 8193), (5 * MiB + 1, MiB + 3),
+                             (9 * MiB, 100), (10 * MiB - 4096, 2 * MiB)]:
+            data = os.urandom(size)
+            assert os.pwrite(fd, data, offset) == size
+            want[offset:offset + size] = data
+    finally:
+        os.close(fd)
+    del want[12 * MiB - 4096:]  # the end of the last write
+    drop_page_cache()
+    assert (m / "f").read_bytes() == want
+    assert m.status()["spill_used"] > 0
+
+    (m / "log").write_bytes(b"x" * 5000)
+    subprocess.run(["chattr", "+a", str(m / "log")], check=True)
+    with open(m / "log", "ab") as f:
+        f.write(b"y" * (3 * MiB))
+    drop_page_cache()
+    assert (m / "log").read_bytes() == b"x" * 5000 + b"y" * (3 * MiB)
+    subprocess.run(["chattr", "-a", str(m / "log")], check=True)
+
+    fd = os.open(m / "big", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        written = 0
+        with pytest.raises(OSError) as full:
+            while True:
+                written += os.write(fd, b"z" * MiB)
+    finally:
+        os.close(fd)
+    assert full.value.errno == errno.ENOSPC and 0 < written < 24 * MiB
+    assert (m / "f").read_bytes() == want
 
 
 @pytest.mark.parametrize("pipes", ["1 MiB", "2 MiB"])
@@ -98,7 +142,7 @@ def test_reads_by_splice_and_by_copy_give_the_same_bytes(pipes, mount_holefs, tm
     finally:
         with open(PIPE_MAX_SIZE, "w") as f:
             f.write(saved)
-    spliced = m.status()["spliced_reads_up_to"]
+    spliced = m.status()["splicing"]["replies_up_to"]
     # With 1 MiB pipes, readahead's 1 MiB READs are copied, smaller ones spliced.
     assert spliced == MiB if pipes == "2 MiB" else 0 < spliced < MiB
     want = bytearray(os.urandom(24 * MiB))
