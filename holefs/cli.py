@@ -394,12 +394,25 @@ def format_mount_status(s):
                 f"({human(s['ram_allocated'])} resident)"),
         ("spill", spill),
         ("inodes", f"{s['inodes_used']} used, {inodes_free}"),
+        ("cache", format_page_cache(s["page_cache"])),
         ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
         ("options", s["options"]),
     ]
     rows += [(kind, format_quota(quota)) for kind, quota in s["quotas"].items()
              if quota["limits"] is not None]
     return "\n".join(f"{k:<8}{v}" for k, v in rows)
+
+
+def format_page_cache(cache):
+    """The kernel's copy of the files, which holefs does not count, and how
+    much of it may be dirty."""
+    what = "read, mapped or written" if cache["writeback_cache"] else "read or mapped"
+    if cache.get("max_ratio") is None:
+        return f"the kernel's copy of what is {what} (reclaimable)"
+    limit = f"max_ratio {cache['max_ratio']}%" + (", strict" if cache["strict_limit"] else "")
+    if cache.get("max_bytes"):
+        limit = f"{human(cache['max_bytes'])} now ({limit})"
+    return f"the kernel's copy of what is {what} (reclaimable); dirty at most {limit}"
 
 
 def format_quota(quota, shown=5):

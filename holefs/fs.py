@@ -30,7 +30,7 @@ import time
 import pyfuse3
 
 from . import STATUS_XATTR as STATUS_XATTR_NAME
-from . import _shim, acl, inodeflags
+from . import _shim, acl, bdi, inodeflags
 from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .credentials import CAP_FSETID, has_capability, in_group
 from .extents import CHUNK, PAGE
@@ -128,6 +128,7 @@ class Operations(pyfuse3.Operations):
         self.store = store
         self.options = options
         self.mountpoint = mountpoint
+        self.bdi = None  # the mount's backing device, once known (holefs/bdi.py)
         self.remount = Remount(self, mountpoint)
         self.fast = FastPath(namespace, store, reserve=options.reserve,
                              control=self.remount.submit)
@@ -405,6 +406,8 @@ class Operations(pyfuse3.Operations):
             "libfuse": _shim.libfuse()["version"],
             "capabilities": _shim.negotiated(),
             "splicing": _shim.splicing(),
+            "page_cache": {"writeback_cache": self.options.writeback_cache,
+                           **(bdi.dirty_limit(self.bdi) if self.bdi else {})},
         }
 
 

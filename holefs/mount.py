@@ -17,7 +17,7 @@ import sys
 import pyfuse3
 import trio
 
-from . import PYFUSE3_BEFORE_SHIM, _shim
+from . import PYFUSE3_BEFORE_SHIM, _shim, bdi
 from .extents import PAGE
 from .fs import CACHE_TIMEOUT, Operations
 from .logtext import quoted
@@ -90,40 +90,16 @@ def spill_warnings(options, spill):
                f"{free >> 20} MiB free: writes will fail with ENOSPC before size= is reached")
 
 
-READAHEAD_KB = 1024
-
-
-async def _tune_bdi(mountpoint, max_ratio):
-    """Set up the mount's backing device, as root.
-
-    The kernel gives a FUSE mount's bdi a 128 KiB readahead, which INIT can
-    only lower: holefs reads ahead 1 MiB, as big as a FUSE request.  It
-    also gives it max_ratio 1 with strict_limit, so that a daemon cannot
-    pin much dirty memory; that throttles a writer through a shared
-    mapping or the writeback cache to holefs's pace, but it is also what
-    keeps a writer in a small memory cgroup alive, as its dirty pages of
-    the file are charged to it.  So only *max_ratio* (percent of the dirty
-    limit, or None) lifts both.  The stat runs in a thread because this
-    daemon answers it, and only after INIT.  Others keep the kernel's
-    settings.
-    """
+async def _tune_bdi(ops, mountpoint):
+    """Find the mount's bdi and set it up (holefs/bdi.py).  The stat runs in
+    a thread because this daemon answers it, and only after INIT."""
     try:
         dev = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
     except OSError as e:
         log.debug("cannot find the mount's bdi: %s", e)
         return
-    bdi = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}"
-    knobs = [("read_ahead_kb", READAHEAD_KB)]
-    if max_ratio is not None:
-        knobs += [("max_ratio", max_ratio), ("strict_limit", 0)]
-    for knob, value in knobs:
-        try:
-            with open(f"{bdi}/{knob}", "w") as f:
-                f.write(str(value))
-        except OSError as e:
-            # Only what the options asked for is worth a warning.
-            log.log(logging.DEBUG if knob == "read_ahead_kb" else logging.WARNING,
-                    "cannot set %s/%s to %s: %s", bdi, knob, value, e.strerror)
+    ops.bdi = bdi.of_device(dev)
+    bdi.tune(ops.bdi, ops.options.bdi_max_ratio)
 
 
 def status_line(ops):
@@ -180,7 +156,7 @@ async def _run(ops, mountpoint):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_unmount_on_signal, mountpoint)
         nursery.start_soon(_report_status, ops)
-        nursery.start_soon(_tune_bdi, mountpoint, ops.options.bdi_max_ratio)
+        nursery.start_soon(_tune_bdi, ops, mountpoint)
         nursery.start_soon(ops.remount.serve)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conftest import HOLEFS, MiB, as_nobody, force_unmount, is_mounted, run_holefs, wait_for
+from conftest import (HOLEFS, MiB, as_nobody, force_unmount, is_mounted, kernel_version, run_holefs,
+                      wait_for)
 
 
 def test_mount_serves_and_umount_removes(tmp_path):
@@ -188,3 +189,10 @@ def test_the_backing_device_reads_ahead_a_request_and_dirties_as_asked(
         return [open(f"{bdi}/{knob}").read().strip()
                 for knob in ("read_ahead_kb", "max_ratio", "strict_limit")]
     wait_for(lambda: knobs() == ["1024", max_ratio, strict], what="the bdi tuned")
+    # status shows the limit on the kernel's dirty copy, in bytes where the
+    # kernel tells them (Linux 6.2 on)
+    cache = m.status()["page_cache"]
+    assert (cache["max_ratio"], cache["strict_limit"]) == (int(max_ratio), strict == "1")
+    assert (cache["max_bytes"] is None) == (kernel_version() < (6, 2))
+    shown = run_holefs("status", m.path).stdout
+    assert "dirty at most" in shown and f"max_ratio {max_ratio}%" in shown
