@@ -334,7 +334,8 @@ static size_t largest_pipe(void)
 static int splice_fits(size_t size)
 {
     size_t pieces = size / (64 * 1024) + 2;
-    return size >= 2 * 4096 && 4096 * (pieces + 2) + sizeof(struct fuse_out_header) + size <= pipe_room;
+    size_t needed = 4096 * (pieces + 2) + sizeof(struct fuse_out_header) + size;
+    return size >= 2 * 4096 && needed <= pipe_room;
 }
 
 static __thread fuse_req_t read_unanswered; /* the READ whose handler runs on this thread */
@@ -385,8 +386,8 @@ static PyObject *shim_reply_from_tiers(PyObject *self, PyObject *pieces)
         for (Py_ssize_t i = 0; i < n; i++) {
             int fd;
             long long pos, length;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "iLL;a piece is (fd, offset, length)",
-                                  &fd, &pos, &length))
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i),
+                                  "iLL;a piece is (fd, offset, length)", &fd, &pos, &length))
                 goto fail;
             if (length <= 0 || pos < 0)
                 continue;
@@ -1638,7 +1639,8 @@ static void serve_spliced_write(struct worker *w, size_t size)
     PyGILState_Release(gil);
     char *scratch = (char *)w->mem + 4096;
     while (left > 0) {
-        ssize_t n = read(w->pipe[0], scratch, left < WORKER_BUFFER - 4096 ? left : WORKER_BUFFER - 4096);
+        size_t part = left < WORKER_BUFFER - 4096 ? left : WORKER_BUFFER - 4096;
+        ssize_t n = read(w->pipe[0], scratch, part);
         if (n <= 0)
             break;
         left -= (size_t)n;
@@ -1962,8 +1964,9 @@ static PyObject *shim_splicing(PyObject *self, PyObject *unused)
     if (conn_info != NULL && negotiated() & FUSE_CAP_SPLICE_WRITE && zeros_fd >= 0)
         for (size = 256 * 4096; size >= 2 * 4096 && !splice_fits(size); size -= 4096)
             ;
+    int receive = workers_running && pipe_room >= PIPE_WANTED;
     return Py_BuildValue("{s:n,s:O}", "replies_up_to", (Py_ssize_t)(size >= 2 * 4096 ? size : 0),
-                         "receive", workers_running && pipe_room >= PIPE_WANTED ? Py_True : Py_False);
+                         "receive", receive ? Py_True : Py_False);
 }
 
 static PyObject *shim_libfuse(PyObject *self, PyObject *unused)

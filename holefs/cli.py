@@ -70,14 +70,14 @@ examples:
 REMOUNT_HELP = """\
 size=, nr_blocks=, ram=, nr_inodes=, noswap, and the quotas and their
 limits change a running mount, and spill=DIR turns spill on if it is not
-on yet.  What is not named stays as it is.  Shrinking ram= moves the coldest data to spill while files stay in
-use, and returns once RAM fits.  The mount's flags change too, as root:
-ro and rw, nosuid, nodev, noexec, sync, and noatime, relatime or
-strictatime; ro waits for the data to be written back, and is refused
-while a file is open for writing.  Refused, with the reason, as tmpfs
-refuses: size= or nr_inodes= below what is in use, and what only a new
-mount can change (mode=, uid=, gid=, fsname=, reserve, writeback_cache,
-bdi_max_ratio=, allow_other).
+on yet.  What is not named stays as it is.  Shrinking ram= moves the
+coldest data to spill while files stay in use, and returns once RAM fits.
+The mount's flags change too, as root: ro and rw, nosuid, nodev, noexec,
+sync, and noatime, relatime or strictatime; ro waits for the data to be
+written back, and is refused while a file is open for writing.  Refused,
+with the reason, as tmpfs refuses: size= or nr_inodes= below what is in
+use, and what only a new mount can change (mode=, uid=, gid=, fsname=,
+reserve, writeback_cache, bdi_max_ratio=, allow_other).
 Only root and the user who mounted it may remount.
 
 examples:
