@@ -1589,6 +1589,8 @@ static ssize_t receive_spliced(struct worker *w, size_t *data)
 {
     *data = 0;
     ssize_t n = splice(session_fd, NULL, w->pipe[1], NULL, WORKER_BUFFER, 0);
+    /* Only the wait may be cancelled: a request in the pipe gets its answer. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     if (n <= 0)
         return n;
     struct fuse_in_header *in = w->mem;

@@ -25,7 +25,8 @@ TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow
 
 MOUNT_OPTIONS = {"ram": "size=256M", "spill": "size=256M,ram=256k,spill={spill}",
                  "spill, 8 threads": "size=256M,ram=256k,spill={spill},threads=8",
-                 "spill, trio's thread alone": "size=256M,ram=256k,spill={spill},threads=0"}
+                 "spill, trio's thread alone": "size=256M,ram=256k,spill={spill},threads=0",
+                 "spill, writeback cache": "size=256M,ram=256k,spill={spill},writeback_cache"}
 
 # Disjoint test: odd-sized regions, so neighbours share chunks and pages.
 REGION = 200_003
