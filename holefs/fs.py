@@ -99,8 +99,8 @@ def served(handler):
             with self.lock:
                 return handler(self, fh, *args)
         except OSError as e:
-            log.debug("%s fh=%d %s: %s", handler.__name__, fh,
-                      [len(a) if isinstance(a, memoryview) else a for a in args], e.strerror)
+            shown = [len(a) if isinstance(a, (memoryview, _shim.Spliced)) else a for a in args]
+            log.debug("%s fh=%d %s: %s", handler.__name__, fh, shown, e.strerror)
             raise
     return wrapper
 

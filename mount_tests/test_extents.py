@@ -127,6 +127,20 @@ def test_punch_frees_memfd_pages(store):
     assert store.read(emap, 0, PAGE) == bytes(PAGE)
 
 
+def test_segments_name_where_a_range_lies_and_read_as_read_does(store):
+    """What a spliced READ reply sends: the tier file's pieces, holes as
+    fd -1, neighbours merged; each reads back what Store.read gives."""
+    emap = ExtentMap()
+    store.write(emap, 0, os.urandom(2 * CHUNK))      # two adjacent slots
+    store.write(emap, 4 * CHUNK + 7, b"tail")        # a slot written at its start only
+    segments = store.segments(emap, 100, 5 * CHUNK)
+    fd = store.ram.fd
+    assert segments == [(fd, 100, 2 * CHUNK - 100), (-1, 0, 2 * CHUNK),
+                        (fd, 2 * CHUNK, CHUNK), (-1, 0, 100)]
+    pieces = b"".join(bytes(n) if f < 0 else os.pread(f, n, at) for f, at, n in segments)
+    assert pieces == store.read(emap, 100, 5 * CHUNK)  # the tier is sized past every slot
+
+
 def test_truncate_then_extend_reads_zeros(store):
     emap = ExtentMap()
     store.write(emap, 0, b"x" * (CHUNK + 100))
