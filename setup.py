@@ -1,4 +1,5 @@
-"""Builds the C shim against the libfuse 3 that pkg-config finds."""
+"""Builds the daemon's C shim against the libfuse 3 that pkg-config finds,
+and the library's fallocate(2), which needs nothing but libc."""
 
 import shlex
 import subprocess
@@ -16,12 +17,16 @@ def pkg_config(flag):
     return shlex.split(out)
 
 
-setup(ext_modules=[Extension(
-    "holefs._shim",
-    sources=["holefs/_shim.c"],
-    depends=["holefs/_shim.map"],  # which also puts it in the sdist
-    extra_compile_args=pkg_config("--cflags"),
-    # The version script exports the interposers as fuse_session_new@FUSE_3.0
-    # and fuse_session_new_versioned@FUSE_3.17; see holefs/_shim.c.
-    extra_link_args=[*pkg_config("--libs"), "-ldl", "-Wl,--version-script=holefs/_shim.map"],
-)])
+setup(ext_modules=[
+    Extension("holefs._fallocate", sources=["holefs/_fallocate.c"]),
+    Extension(
+        "holefs.daemon._shim",
+        sources=["holefs/daemon/_shim.c"],
+        depends=["holefs/daemon/_shim.map"],  # which also puts it in the sdist
+        extra_compile_args=pkg_config("--cflags"),
+        # The version script exports the interposers as fuse_session_new@FUSE_3.0
+        # and fuse_session_new_versioned@FUSE_3.17; see holefs/daemon/_shim.c.
+        extra_link_args=[*pkg_config("--libs"), "-ldl",
+                         "-Wl,--version-script=holefs/daemon/_shim.map"],
+    ),
+])

@@ -50,6 +50,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "mount_tests"))
 from nspawn import ROOT_ENV, BootedSystem  # noqa: E402
+
 CACHE = pathlib.Path(os.environ.get("HOLEFS_CI_CACHE", "/var/cache/holefs-ci"))
 SUITES = ("bookworm", "trixie")
 # A machine installed today has today's base packages; so does a root

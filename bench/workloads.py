@@ -127,7 +127,8 @@ def punch(fs, scale):
     """Single-page hole punches at random offsets, as an allocator frees pages."""
     path = fs.path / "punch"
     fill(path, scale.map_mib * MiB)
-    return {"punch 4k random": scale.punches / run_program("punch", path, scale.punches)["seconds"]}
+    seconds = run_program("punch", path, scale.punches)["seconds"]
+    return {"punch 4k random": scale.punches / seconds}
 
 
 def madvise_remove(fs, scale):

@@ -9,11 +9,19 @@ import logging.handlers
 import os
 import sys
 
-from . import STATUS_XATTR, control
+from . import control
 from . import options as mount_options
 from .logtext import SafeFormatter
-from .mounttable import mount8_last_atime_wins, mounted_on, options_in_force, set_flags, unmount
+from .mounttable import (
+    is_stale,
+    mount8_last_atime_wins,
+    mounted_on,
+    options_in_force,
+    set_flags,
+    unmount,
+)
 from .release import NotOnHolefs, release
+from .status import format_file_status, format_mount_status, read_status
 
 MOUNT_HELP = f"""\
 options (-o, comma-separated, as for tmpfs):
@@ -238,7 +246,7 @@ def cmd_mount(args):
     except mount_options.OptionError as e:
         return fail(f"mount: {e}", 2)
     opts.debug = opts.debug or args.debug
-    from .mount import MountError, serve  # imports pyfuse3, after the shim
+    from .daemon.mount import MountError, serve  # the shim, then pyfuse3
 
     if args.foreground:
         setup_logging(opts.debug)
@@ -350,7 +358,6 @@ def cmd_umount(args):
     mountpoint, why = holefs_mounted_on("umount", args.mountpoint)
     if why:
         return fail(why)
-    from .mount import is_stale
 
     # A dead daemon's mount can only be detached.
     reason = unmount(mountpoint, lazy=args.lazy or is_stale(mountpoint))
@@ -358,82 +365,6 @@ def cmd_umount(args):
         return 0
     hint = "; close what uses it, or give -l" if "busy" in reason else ""
     return fail(f"umount: {args.mountpoint}: {reason}{hint}")
-
-
-def read_status(path):
-    """A mount's usage, or a file's whole map, read page by page."""
-    try:
-        status = json.loads(os.getxattr(path, STATUS_XATTR))
-        while len(status.get("map", ())) < status.get("runs", 0):
-            more = json.loads(os.getxattr(path, f"{STATUS_XATTR}.map.{len(status['map'])}"))
-            if not more["map"]:
-                break  # the file shrank while we read
-            status["map"] += more["map"]
-        return status
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
-            raise OSError(e.errno, "not on a holefs mount") from None
-        raise
-
-
-def human(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-
-
-def format_mount_status(s):
-    spill = "off" if s["spill_dir"] is None else \
-        f"{human(s['spill_used'])} ({human(s['spill_allocated'])} on disk) in {s['spill_dir']}"
-    inodes_free = "no limit" if s["inodes_free"] is None else f"{s['inodes_free']} free"
-    rows = [
-        ("size", human(s["size"])),
-        ("used", f"{human(s['used'])} ({100 * s['used'] // max(1, s['size'])}%)"),
-        ("ram", f"{human(s['ram_used'])} of {human(s['ram_budget'])} budget "
-                f"({human(s['ram_allocated'])} resident)"),
-        ("spill", spill),
-        ("inodes", f"{s['inodes_used']} used, {inodes_free}"),
-        ("cache", format_page_cache(s["page_cache"])),
-        ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
-        ("options", s["options"]),
-    ]
-    rows += [(kind, format_quota(quota)) for kind, quota in s["quotas"].items()
-             if quota["limits"] is not None]
-    return "\n".join(f"{k:<8}{v}" for k, v in rows)
-
-
-def format_page_cache(cache):
-    """The kernel's copy of the files, which holefs does not count, and how
-    much of it may be dirty."""
-    what = "read, mapped or written" if cache["writeback_cache"] else "read or mapped"
-    if cache.get("max_ratio") is None:
-        return f"the kernel's copy of what is {what} (reclaimable)"
-    limit = f"max_ratio {cache['max_ratio']}%" + (", strict" if cache["strict_limit"] else "")
-    if cache.get("max_bytes"):
-        limit = f"{human(cache['max_bytes'])} now ({limit})"
-    return f"the kernel's copy of what is {what} (reclaimable); dirty at most {limit}"
-
-
-def format_quota(quota, shown=5):
-    """The ids that hold the most, against the limits: 'id 1000: 4.0 KiB of
-    1.0 MiB, 2 of 10 inodes; ...'."""
-    limits = quota["limits"]
-    of_bytes = f" of {human(limits['bytes'])}" if limits["bytes"] else ""
-    of_inodes = f" of {limits['inodes']}" if limits["inodes"] else ""
-    held = [f"id {id}: {human(use['bytes'])}{of_bytes}, {use['inodes']}{of_inodes} "
-            f"inode{'' if use['inodes'] == 1 and not of_inodes else 's'}"
-            for id, use in list(quota["use"].items())[:shown]]
-    more = quota["ids"] - len(held)
-    return "; ".join(held + ([f"{more} more ids"] if more > 0 else [])) or "nothing held"
-
-
-def format_file_status(s):
-    lines = [f"size {s['size']} ({human(s['size'])}): "
-             + ", ".join(f"{where} {human(s[where])}" for where in ("ram", "spill", "hole")),
-             f"{'start':>14} {'length':>14}  where"]
-    lines += [f"{r['start']:>14} {r['length']:>14}  {r['where']}" for r in s["map"]]
-    return "\n".join(lines)
 
 
 def cmd_status(args):

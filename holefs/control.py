@@ -5,7 +5,7 @@ mount, and its reply carries a refusal's reason back to the one caller
 that asked.  Each request is the option text, NUL-terminated, in a buffer
 of TEXT_MAX bytes; the reply is the ioctl's result, 0 or an errno, with
 the reason in the same buffer.  The shim hands every ioctl of
-CONTROL_TYPE to the daemon's control handler (holefs/_shim.c).
+CONTROL_TYPE to the daemon's control handler (holefs/daemon/_shim.c).
 """
 
 import errno

@@ -2,6 +2,7 @@
 busy, changing a mount's flags, and taking a mount out of it."""
 
 import ctypes
+import errno
 import os
 import re
 import signal
@@ -155,3 +156,16 @@ def set_flags(path, flags):
     if libc.mount(None, os.fsencode(path), None, ctypes.c_ulong(MS_REMOUNT | flags), None):
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+def is_stale(path):
+    """True if *path* is a FUSE mount whose daemon is gone.
+
+    statfs always reaches the daemon, where stat may be answered from the
+    kernel's attribute cache.
+    """
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False

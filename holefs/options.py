@@ -100,7 +100,7 @@ class MountOptions:
     reserve: bool = False
     threads: int = DEFAULT_THREADS
     writeback_cache: bool = False
-    bdi_max_ratio: int = None  # of the kernel's dirty limit; None: FUSE's 1%, strictly
+    bdi_max_ratio: int | None = None  # of the kernel's dirty limit; None: FUSE's 1%, strictly
     fuse_flags: tuple = ()
     no_effect: tuple = ()  # (option, why it does nothing here)
     quotas: dict = dataclasses.field(default_factory=dict)  # kind -> quota.Limits
@@ -184,7 +184,8 @@ def _parse_id(name, text, lookup):
     try:
         return lookup(text)
     except (KeyError, ValueError):  # ValueError: a NUL in the name
-        raise OptionError(f"{name}={text}: no such {'user' if name == 'uid' else 'group'}") from None
+        kind = "user" if name == "uid" else "group"
+        raise OptionError(f"{name}={text}: no such {kind}") from None
 
 
 def parse(text):

@@ -4,8 +4,7 @@ import errno
 import mmap
 import os
 
-from . import _shim
-from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from ._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate
 from .mounttable import filesystem_type
 
 
@@ -49,12 +48,12 @@ def release(target, offset, length, *, zero=False, any_fs=False):
         target.madvise(mmap.MADV_REMOVE, offset, length)
         return
     if isinstance(target, int):
-        _shim.fallocate(target, mode, offset, length)
+        fallocate(target, mode, offset, length)
         return
     fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     try:
         if not any_fs and filesystem_type(fd) != "fuse.holefs":
             raise NotOnHolefs()
-        _shim.fallocate(fd, mode, offset, length)
+        fallocate(fd, mode, offset, length)
     finally:
         os.close(fd)

@@ -17,8 +17,7 @@ import errno
 import heapq
 import os
 
-from . import _shim
-from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from ._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
 from .extents import CHUNK, PAGE, PAGES_PER_CHUNK, Slot, fitting_end, pages_covered, pages_touched
 from .quota import UNLIMITED, OverQuota
 
@@ -75,16 +74,17 @@ class Tier:
             heapq.heappush(self._free, number)
 
     def punch(self, number, start, length):
-        _shim.fallocate(self.fd, PUNCH, number * CHUNK + start, length)
+        fallocate(self.fd, PUNCH, number * CHUNK + start, length)
 
     def read_into(self, view, number, start):
         os.preadv(self.fd, [view], number * CHUNK + start)
 
     def write(self, number, start, data):
-        """Write *data*: bytes, or a _shim.Spliced still in the shim's pipe."""
+        """Write *data*: bytes, or what has splice_into(fd, offset), as the
+        daemon's Spliced data still in its pipe."""
         at = number * CHUNK + start
         # A full disk under the spill file fails here, before any map change.
-        done = data.splice_into(self.fd, at) if isinstance(data, _shim.Spliced) else \
+        done = data.splice_into(self.fd, at) if hasattr(data, "splice_into") else \
             os.pwrite(self.fd, data, at)
         if done != len(data):
             raise OSError(errno.ENOSPC, "short write to a storage tier")
@@ -116,7 +116,7 @@ def open_spill_tier(directory):
         raise OSError(e.errno, f"spill directory {directory}: {os.strerror(e.errno)}") from None
     try:
         os.pwrite(fd, b"\xff" * PAGE, 0)
-        _shim.fallocate(fd, PUNCH, 0, PAGE)
+        fallocate(fd, PUNCH, 0, PAGE)
     except OSError as e:
         os.close(fd)
         raise OSError(e.errno, f"spill directory {directory} cannot punch holes: "
@@ -193,8 +193,8 @@ class Store:
     def write(self, emap, offset, data, quota=UNLIMITED):
         """Write *data*, adding at most quota.pages pages; return how much
         fit.  Raise NoSpace or OverQuota if nothing did.  *data* is bytes,
-        or a _shim.Spliced, which is taken in order."""
-        view = data if isinstance(data, _shim.Spliced) else memoryview(data)
+        or the daemon's Spliced data, which is taken in order."""
+        view = data if hasattr(data, "splice_into") else memoryview(data)
         pos = 0
         added = 0
         for piece in emap.pieces(offset, len(data)):
@@ -208,7 +208,8 @@ class Store:
                 if stop == start:
                     raise NoSpace("size= is reached") if size_room <= room else \
                         OverQuota(quota.why)
-                slot = self._slot_for(emap, piece, (pages_touched(start, stop) & ~held).bit_count())
+                new_pages = (pages_touched(start, stop) & ~held).bit_count()
+                slot = self._slot_for(emap, piece, new_pages)
                 slot.tier.write(slot.number, start, view[pos:pos + stop - start])
             except OSError:
                 # Out of room, under size= or on the spill disk: a short

@@ -14,7 +14,8 @@ import time
 import pytest
 
 import holefs
-from holefs.cli import log_file, read_status
+from holefs.cli import log_file
+from holefs.status import read_status
 
 HOLEFS = str(pathlib.Path(sys.executable).with_name("holefs"))
 HELPERS = pathlib.Path(__file__).with_name("helpers")
@@ -200,8 +201,8 @@ def small_tmpfs(public_dir):
     def make(size, name="tmpfs", options=""):
         path = public_dir / name
         path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(filter(None, [f"size={size}", options])),
-                        "tmpfs", str(path)], check=True)
+        given = ",".join(filter(None, [f"size={size}", options]))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", given, "tmpfs", str(path)], check=True)
         mounted.append(path)
         return path
 

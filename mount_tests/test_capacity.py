@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from conftest import HOLEFS, MiB, drop_page_cache, run_holefs, wait_for
-from holefs import _shim
-from holefs._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from holefs._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
 from holefs.extents import CHUNK, PAGE
+
+from conftest import HOLEFS, MiB, drop_page_cache, run_holefs, wait_for
 
 KiB = 1 << 10
 
@@ -56,7 +56,7 @@ def test_4k_punches_show_in_st_blocks_and_df(both):
         fd = os.open(path, os.O_WRONLY)
         try:
             for offset in offsets:
-                _shim.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, PAGE)
+                fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, PAGE)
         finally:
             os.close(fd)
         assert blocks - os.stat(path).st_blocks == 8000, kind
@@ -84,7 +84,7 @@ def test_seek_hole_and_data_at_page_grain(both):
         punched = root / "punched"
         punched.write_bytes(b"p" * 64 * KiB)
         fd = os.open(punched, os.O_WRONLY)
-        _shim.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 12 * KiB, 8 * KiB)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 12 * KiB, 8 * KiB)
         os.close(fd)
         assert seek(punched, 0, os.SEEK_HOLE) == 12 * KiB, kind
         assert seek(punched, 12 * KiB, os.SEEK_DATA) == 20 * KiB, kind
@@ -92,8 +92,8 @@ def test_seek_hole_and_data_at_page_grain(both):
         reserved = root / "reserved"
         fd = os.open(reserved, os.O_RDWR | os.O_CREAT)
         os.pwrite(fd, b"r", 0)
-        _shim.fallocate(fd, 0, 0, 32 * KiB)
-        _shim.fallocate(fd, FALLOC_FL_KEEP_SIZE, 32 * KiB, 32 * KiB)
+        fallocate(fd, 0, 0, 32 * KiB)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 32 * KiB, 32 * KiB)
         os.pwrite(fd, b"r", 20 * KiB)
         os.close(fd)
         assert os.stat(reserved).st_blocks == 64 * KiB // 512, kind

@@ -3,8 +3,9 @@
 import os
 import subprocess
 
-from conftest import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
 from holefs.extents import CHUNK
+
+from conftest import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
 
 
 def test_version():

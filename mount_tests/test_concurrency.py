@@ -1,7 +1,7 @@
 """Several processes write, punch and read one file at once.
 
 holefs serves reads, writes and punches from several threads, and each
-request runs whole under one lock (see holefs/fs.py); these tests are the
+request runs whole under one lock (see holefs/daemon/fs.py); these tests are the
 evidence from the outside.  Workers are forked processes with their own
 descriptors, so the kernel sends their requests to the daemon
 concurrently.  Each test runs with everything in RAM, with a RAM budget so
@@ -16,9 +16,10 @@ import random
 
 import pytest
 
-from conftest import assert_serves
-from holefs import _shim
+from holefs._fallocate import fallocate
 from holefs.extents import CHUNK
+
+from conftest import assert_serves
 
 PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow
@@ -74,7 +75,7 @@ def region_worker(path, index, seed):
                 assert os.pwrite(fd, buf, start + offset) == n
                 model[offset:offset + n] = buf
             elif r < 0.65:
-                _shim.fallocate(fd, PUNCH, start + offset, n)
+                fallocate(fd, PUNCH, start + offset, n)
                 model[offset:offset + n] = bytes(n)
             elif r < 0.7:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -121,7 +122,7 @@ def filler(path, value, seed):
             if value:
                 assert os.pwrite(fd, bytes([value]) * n, offset) == n
             else:
-                _shim.fallocate(fd, PUNCH, offset, n)
+                fallocate(fd, PUNCH, offset, n)
             covered[offset:offset + n] = b"\1" * n
     finally:
         os.close(fd)

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
+from holefs._fallocate import FALLOC_FL_KEEP_SIZE, fallocate
+
 from conftest import RENAME_EXCHANGE, renameat2, run_holefs
-from holefs import _shim
-from holefs._shim import FALLOC_FL_KEEP_SIZE
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_every_lookup_of_a_long_name_is_enametoolong(op, both):
 def test_truncating_an_empty_file_drops_space_reserved_past_eof(how, both):
     for kind, root in both().items():
         fd = os.open(root / "f", os.O_RDWR | os.O_CREAT)
-        _shim.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20)
         assert os.fstat(fd).st_blocks > 0, kind
         os.close(fd)
         if how == "O_TRUNC":

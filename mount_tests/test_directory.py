@@ -7,8 +7,13 @@ import pytest
 
 from holefs.directory import FIRST_COOKIE, Entries
 from holefs.inodeflags import NOATIME
-from holefs.namespace import (RELATIME_AGE_NS, RENAME_EXCHANGE, RENAME_NOREPLACE,
-                              RENAME_WHITEOUT, Namespace)
+from holefs.namespace import (
+    RELATIME_AGE_NS,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
+    Namespace,
+)
 
 
 def names_since(entries, cookie):

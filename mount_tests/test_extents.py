@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from holefs.extents import CHUNK, PAGE, ExtentMap, Slot, fitting_end, pages_covered, \
-    pages_touched
+from holefs.extents import CHUNK, PAGE, ExtentMap, Slot, fitting_end, pages_covered, pages_touched
 from holefs.tiers import NoSpace, Store, open_ram_tier, open_spill_tier
 
 

@@ -8,9 +8,19 @@ import sys
 
 import pytest
 
-from conftest import (HOLEFS, Mount, MiB, assert_serves, drop_page_cache, force_unmount,
-                      is_mounted, run_holefs, wait_for)
 from holefs.extents import PAGE
+
+from conftest import (
+    HOLEFS,
+    MiB,
+    Mount,
+    assert_serves,
+    drop_page_cache,
+    force_unmount,
+    is_mounted,
+    run_holefs,
+    wait_for,
+)
 
 CONNECTION_GONE = {"ENOTCONN", "ECONNABORTED"}
 EXIT_TIMEOUT = 15  # generous: a client still there after this is hung

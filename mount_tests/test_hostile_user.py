@@ -8,7 +8,6 @@ shows; each test also names the outcome, so that both going wrong fails.
 """
 
 import errno
-import json
 import os
 import socket
 import stat
@@ -19,11 +18,11 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from conftest import (MiB, Mount, as_user, assert_serves, daemon_log, force_unmount,
-                      run_holefs)
 from holefs import control
 from holefs.mounttable import mount_flags, options_in_force
 from holefs.options import OptionError, parse, remount
+
+from conftest import MiB, Mount, as_user, assert_serves, daemon_log, force_unmount, run_holefs
 
 
 @pytest.fixture
@@ -354,13 +353,15 @@ def test_hostile_remount_and_status_values_leave_the_daemon_serving(mount_holefs
     # What no holefs command sends: no NUL, a request of another size, or
     # another inode, from root and from the user.
     requests = [(control.REMOUNT, b"9" * control.TEXT_MAX, "."),
-                (control.REMOUNT & ~(0x3FFF << 16) | (16 << 16), b"size=1M\0".ljust(16, b"\0"), "."),
+                (control.REMOUNT & ~(0x3FFF << 16) | (16 << 16),
+                 b"size=1M\0".ljust(16, b"\0"), "."),
                 (control.CHECK_REMOUNT, b"size=1M\0".ljust(control.TEXT_MAX, b"\0"), "d"),
                 (control.REMOUNT | 0xFF, b"\0" * control.TEXT_MAX, ".")]
     os.mkdir(m.path / "d", 0o777)
     raw = ("import errno, fcntl, os, sys\n"
            "fd = os.open(os.path.join(sys.argv[1], sys.argv[4]), os.O_RDONLY)\n"
-           "try:\n    print(fcntl.ioctl(fd, int(sys.argv[2]), bytearray.fromhex(sys.argv[3]), True))\n"
+           "try:\n"
+           "    print(fcntl.ioctl(fd, int(sys.argv[2]), bytearray.fromhex(sys.argv[3]), True))\n"
            "except OSError as e:\n    print(errno.errorcode[e.errno])")
     assert [hostile(None, raw, m.path, cmd, data.hex(), where)[0]
             for cmd, data, where in requests] == ["22", "ENOTTY", "ENOTTY", "ENOTTY"]

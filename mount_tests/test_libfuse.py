@@ -5,7 +5,9 @@ with CAP_SYS_RESOURCE (an ordinary host) gets spliced receive, root here
 does not.  These tests hold holefs to what it sets itself.
 """
 
+import array
 import errno
+import fcntl
 import mmap
 import os
 import pathlib
@@ -13,9 +15,10 @@ import subprocess
 
 import pytest
 
+from holefs import inodeflags, release
+from holefs.daemon.mount import shim_not_engaged
+
 from conftest import MiB, as_nobody, drop_page_cache, kernel_version, run_holefs
-from holefs import release
-from holefs.mount import shim_not_engaged
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
 
@@ -30,6 +33,22 @@ def write_and_read_back(tmp_path, target, size, block):
     assert dd.returncode == 0, dd.stderr
     drop_page_cache()
     assert target.read_bytes() == pattern.read_bytes()
+
+
+def test_the_fast_path_protocol_is_the_shims_list():
+    """One list of handler names, the shim's: the typed protocol and the
+    handler object hold to it."""
+    from holefs.daemon import _shim
+    from holefs.daemon.fs import FastPath
+    from holefs.daemon.protocol import FastPathHandlers
+    from holefs.namespace import Namespace
+    from holefs.quota import Quotas
+    from holefs.tiers import Store, open_ram_tier
+    typed = {name for name in vars(FastPathHandlers) if not name.startswith("_")}
+    assert typed == set(_shim.HANDLERS)
+    handlers = FastPath(Namespace(100, 0o755, 0, 0, Quotas({})),
+                        Store(limit=16, ram_budget=16, ram=open_ram_tier()))
+    assert all(callable(getattr(handlers, name)) for name in _shim.HANDLERS)
 
 
 def test_init_settles_the_capabilities_holefs_relies_on(fs):
@@ -86,6 +105,15 @@ def test_big_writes_when_libfuse_could_splice(splice_receive_available, mount_ho
     assert m.status()["splicing"]["receive"] is True
 
 
+def set_flags(path, flags):
+    """chattr's FS_IOC_SETFLAGS, without chattr (not on every fresh Debian)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, 0x40086602, array.array("I", [flags]))
+    finally:
+        os.close(fd)
+
+
 def test_writes_received_by_splice(splice_receive_available, mount_holefs, tmp_path):
     """A WRITE's data goes from the workers' pipe into the slots: at any
     offset and size, through spill, into an append-only file, and up to a
@@ -108,12 +136,12 @@ def test_writes_received_by_splice(splice_receive_available, mount_holefs, tmp_p
     assert m.status()["spill_used"] > 0
 
     (m / "log").write_bytes(b"x" * 5000)
-    subprocess.run(["chattr", "+a", str(m / "log")], check=True)
+    set_flags(m / "log", inodeflags.APPEND)
     with open(m / "log", "ab") as f:
         f.write(b"y" * (3 * MiB))
     drop_page_cache()
     assert (m / "log").read_bytes() == b"x" * 5000 + b"y" * (3 * MiB)
-    subprocess.run(["chattr", "-a", str(m / "log")], check=True)
+    set_flags(m / "log", 0)
 
     fd = os.open(m / "big", os.O_WRONLY | os.O_CREAT, 0o644)
     try:

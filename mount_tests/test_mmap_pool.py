@@ -3,25 +3,29 @@
 import errno
 import mmap
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from conftest import MiB, drop_page_cache, run_holefs
-
 import holefs
 from holefs.release import NotOnHolefs
 
+from conftest import MiB, drop_page_cache, run_holefs
+
 POOL = 64 * MiB
 QUARTER = POOL // 4
+
+POOL_DEMO = str(pathlib.Path(__file__).resolve().parents[1] / "examples" / "pool_demo.py")
 
 
 class Worker:
     """A C process that holds a mapping of the pool and obeys commands."""
 
     def __init__(self, exe, path, private=False):
-        self.proc = subprocess.Popen([exe, str(path), str(POOL)] + (["private"] if private else []),
+        mode = ["private"] if private else []
+        self.proc = subprocess.Popen([exe, str(path), str(POOL), *mode],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self("msync") == "ok"  # the file and the mapping exist now
 
@@ -82,7 +86,8 @@ def test_four_workers_share_then_drop_quarters(pool_fs, workers):
     for w in ws:
         for i in range(4):
             assert w("check", i * QUARTER, QUARTER, i + 1) == "ok"
-    blocks, held, used = os.stat(path).st_blocks * 512, tier_total(pool_fs), pool_fs.status()["used"]
+    blocks = os.stat(path).st_blocks * 512
+    held, used = tier_total(pool_fs), pool_fs.status()["used"]
     assert blocks == used == POOL
 
     assert ws[2]("remove", 2 * QUARTER, QUARTER) == "ok"
@@ -220,7 +225,7 @@ def test_punch_cli_takes_suffixes(fs):
 
 def test_pool_demo_tells_the_story(mount_holefs, tmp_path):
     m = mount_holefs(f"size=256M,ram=16M,spill={tmp_path}")
-    out = subprocess.run([sys.executable, "-m", "holefs.pool_demo", str(m / "pool")],
+    out = subprocess.run([sys.executable, POOL_DEMO, str(m / "pool")],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert "4 workers filled their 16 MiB sections" in out
     assert out.count("own data intact, dropped sections read zeros") == 8
@@ -248,7 +253,7 @@ def test_punch_refuses_files_elsewhere_unless_asked(tmp_path, small_tmpfs):
 
 
 def test_pool_demo_refuses_a_path_elsewhere(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "holefs.pool_demo", str(tmp_path / "pool")],
+    result = subprocess.run([sys.executable, POOL_DEMO, str(tmp_path / "pool")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert f"{tmp_path / 'pool'}: not on a holefs mount" in result.stderr

@@ -43,9 +43,10 @@ import random
 
 import pytest
 
-from conftest import MiB, drop_page_cache
-from holefs import _shim
+from holefs._fallocate import fallocate
 from holefs.extents import CHUNK
+
+from conftest import MiB, drop_page_cache
 
 PAGE = 4096
 BLOCKS_PER_PAGE = PAGE // 512
@@ -312,7 +313,8 @@ class Run:
         while start < offset + len(new):
             end = min((start // PAGE + 1) * PAGE, offset + len(new))
             piece = got[start - offset:end - offset]
-            assert piece in {source[start - offset:end - offset] for source in (new, old, split)}, \
+            sources = {source[start - offset:end - offset] for source in (new, old, split)}
+            assert piece in sources, \
                 f"after ENOSPC, bytes {start}-{end} are neither the new nor the old"
             start = end
         f.write_unsure(offset, got)
@@ -390,7 +392,7 @@ class Run:
             self.note(f"fallocate {label} mode={mode:#x} offset={offset} length={n}")
             needs_room = not mode & PUNCH_HOLE and self.needs_room(f, offset, offset + n)
             with self.may_fill(needs_room):
-                _shim.fallocate(fd, mode, offset, n)
+                fallocate(fd, mode, offset, n)
                 f.fallocate(mode, offset, n)
 
     def mapped(self, fd, f):
@@ -588,7 +590,8 @@ def check_seek(fd, f, offset):
     assert data.count(0, offset, skipped_to) == skipped_to - offset, \
         f"SEEK_DATA gave {data_at} and skipped nonzero bytes"
     if data_at is not None:
-        assert data_at // PAGE in f.held | f.maybe, f"SEEK_DATA gave {data_at}, a page held by none"
+        assert data_at // PAGE in f.held | f.maybe, \
+            f"SEEK_DATA gave {data_at}, a page held by none"
 
 
 @pytest.mark.parametrize("mode,seed", [(mode, seed) for mode in MOUNT_OPTIONS for seed in SEEDS],
@@ -599,7 +602,7 @@ def test_model(mount_holefs, tmp_path, mode, seed):
     run = Run(m.path, random.Random(seed), mode)
     index = -1
     try:
-        for index in range(OPS):
+        for index in range(OPS):  # noqa: B007 (named in the failure's message)
             run.step()
         index = OPS
         run.op_check()

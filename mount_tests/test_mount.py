@@ -9,8 +9,16 @@ import sys
 
 import pytest
 
-from conftest import (HOLEFS, MiB, as_nobody, force_unmount, is_mounted, kernel_version, run_holefs,
-                      wait_for)
+from conftest import (
+    HOLEFS,
+    MiB,
+    as_nobody,
+    force_unmount,
+    is_mounted,
+    kernel_version,
+    run_holefs,
+    wait_for,
+)
 
 
 def test_mount_serves_and_umount_removes(tmp_path):

@@ -3,15 +3,28 @@
 import re
 
 import hypothesis
-
 import pytest
 
-from conftest import MiB
 from holefs.extents import CHUNK
-from holefs.options import (MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID,
-                            MS_RDONLY, MS_RELATIME, MS_STRICTATIME, OptionError, kernel_flags,
-                            parse, parse_size, physical_memory, remount)
+from holefs.options import (
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_RELATIME,
+    MS_STRICTATIME,
+    OptionError,
+    kernel_flags,
+    parse,
+    parse_size,
+    physical_memory,
+    remount,
+)
 from holefs.quota import Limits
+
+from conftest import MiB
 
 
 @pytest.mark.parametrize("text,value", [

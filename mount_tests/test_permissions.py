@@ -12,7 +12,6 @@ file's privacy.
 import json
 import os
 import pathlib
-import pwd
 import shutil
 import stat
 import subprocess

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2
 from holefs.extents import CHUNK, PAGE
+
+from conftest import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2
 
 
 def test_file_types(fs):

@@ -7,8 +7,9 @@ import tarfile
 
 import pytest
 
-from conftest import MiB, wait_for
 from holefs.extents import CHUNK, PAGE
+
+from conftest import MiB, wait_for
 
 KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x1, 0x2, 0x8, 0x10, 0x20
 
@@ -32,7 +33,8 @@ def test_madvise_remove_from_c(fs, cprog):
                              str(4 * MiB), str(8 * MiB)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"blocks_before={16 * MiB // 512} blocks_after={8 * MiB // 512}"
+    want = f"blocks_before={16 * MiB // 512} blocks_after={8 * MiB // 512}"
+    assert result.stdout.strip() == want
     assert fs.tier_blocks("ram") - ram_before == 8 * MiB
     assert fs.status(path)["map"] == [
         {"where": "ram", "start": 0, "length": 4 * MiB},

@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from conftest import MiB, as_user, run_holefs
 from holefs.extents import PAGE
 from holefs.quota import Limits, OverQuota, Quotas
+
+from conftest import MiB, as_user, run_holefs
 
 # --- the rules -------------------------------------------------------------
 

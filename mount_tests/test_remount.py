@@ -7,8 +7,16 @@ import time
 
 import pytest
 
-from conftest import (HOLEFS, MiB, as_nobody, daemon_log, drop_page_cache, force_unmount,
-                      is_mounted, run_holefs)
+from conftest import (
+    HOLEFS,
+    MiB,
+    as_nobody,
+    daemon_log,
+    drop_page_cache,
+    force_unmount,
+    is_mounted,
+    run_holefs,
+)
 
 # Rewrites and reads back its own 16 MiB file until stdin closes, with the
 # page cache dropped, so that every read reaches the daemon; prints the

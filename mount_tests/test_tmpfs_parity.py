@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from conftest import MiB, drop_page_cache, kernel_version, wait_for
 from holefs.mounttable import mount8_last_atime_wins
+
+from conftest import MiB, drop_page_cache, kernel_version, wait_for
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from conftest import MiB, drop_page_cache
 from holefs import release
+
+from conftest import MiB, drop_page_cache
 
 # Each step of a program that a page cache serves differently from the
 # daemon, printed as one line; then everything again from the filesystem.

@@ -21,14 +21,14 @@ import time
 import pyfuse3
 import trio
 
-from . import control
-from . import options as mount_options
-from .cli import human
-from .credentials import caller_uid
-from .extents import PAGE
-from .mounttable import mount_flags, options_in_force
+from .. import control
+from .. import options as mount_options
+from ..credentials import caller_uid
+from ..extents import PAGE
+from ..mounttable import mount_flags, options_in_force
+from ..status import human
+from ..tiers import open_spill_tier
 from .sdnotify import notify, reloading
-from .tiers import open_spill_tier
 
 log = logging.getLogger("holefs")
 

@@ -5,7 +5,7 @@ holds the handlers that the C shim calls synchronously, without trio:
 read, write, fallocate, lseek, lookup, getattr, statx, create, tmpfile
 and unlink, chattr's flags, the dropping of set-ID bits, and holefs's own
 ioctls (handed to `Remount`), under the contract written at the top of
-holefs/_shim.c; the shim's worker threads call them beside trio's thread.
+holefs/daemon/_shim.c; the shim's worker threads call them beside trio's thread.
 So every handler holds `FastPath.lock` while it runs, and every request is
 atomic.  Only remount awaits, in its own task, between steps that each
 hold the lock.
@@ -29,18 +29,19 @@ import time
 
 import pyfuse3
 
-from . import STATUS_XATTR as STATUS_XATTR_NAME
-from . import _shim, acl, bdi, inodeflags
-from ._shim import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from .credentials import CAP_FSETID, has_capability, in_group
-from .extents import CHUNK, PAGE
-from .logtext import quoted
-from .mounttable import mount_flags
-from .namespace import Namespace
-from .quota import OverQuota
-from .ratelimit import RateLimitedLog
+from .. import STATUS_XATTR as STATUS_XATTR_NAME
+from .. import acl, inodeflags
+from .._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from ..credentials import CAP_FSETID, has_capability, in_group
+from ..extents import CHUNK, PAGE
+from ..logtext import quoted
+from ..mounttable import mount_flags
+from ..namespace import Namespace
+from ..quota import OverQuota
+from ..ratelimit import RateLimitedLog
+from ..tiers import NoSpace
+from . import _shim, bdi
 from .remount import Remount
-from .tiers import NoSpace
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +417,7 @@ def no_control(pending, inode, cmd, data, uid, pid):
 
 
 class FastPath:
-    """The handlers that the C shim calls directly: see holefs/_shim.c.
+    """The handlers that the C shim calls directly: see holefs/daemon/_shim.c.
 
     The data handlers get the file handle that open and create return,
     which holefs makes the inode number; none may await, and write must not
@@ -550,7 +551,7 @@ class FastPath:
             return b""
         if splice:
             # Under the lock, so that no slot of the reply is reused before
-            # the kernel holds its pages (READ REPLIES in holefs/_shim.c).
+            # the kernel holds its pages (READ REPLIES in holefs/daemon/_shim.c).
             self.reply_from_tiers(self.store.segments(inode.extents, offset, length))
             return None
         return self.store.read(inode.extents, offset, length)
@@ -682,7 +683,7 @@ class FastPath:
             inode.touch(modified=False)
             # Under handle_killpriv_v2 the kernel keeps the mode it cached
             # after a write, and exec would honour the bits: see the rule in
-            # holefs/_shim.c.
+            # holefs/daemon/_shim.c.
             self.invalidate(inode.id)
 
     @served

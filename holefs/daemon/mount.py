@@ -7,7 +7,6 @@ makes sure the mount goes away however serving ends.
 """
 
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -17,15 +16,15 @@ import sys
 import pyfuse3
 import trio
 
+from ..extents import PAGE
+from ..logtext import quoted
+from ..mounttable import filesystem_type, holders, is_stale, mount_flags, unmount
+from ..namespace import Namespace
+from ..quota import Quotas
+from ..tiers import Store, open_ram_tier, open_spill_tier
 from . import PYFUSE3_BEFORE_SHIM, _shim, bdi
-from .extents import PAGE
 from .fs import CACHE_TIMEOUT, Operations
-from .logtext import quoted
-from .mounttable import filesystem_type, holders, mount_flags, unmount
-from .namespace import Namespace
-from .quota import Quotas
 from .sdnotify import notify
-from .tiers import Store, open_ram_tier, open_spill_tier
 
 log = logging.getLogger("holefs")
 
@@ -34,19 +33,6 @@ STATUS_INTERVAL = 5.0
 
 class MountError(Exception):
     """A mount that cannot happen; the message is one line for the user."""
-
-
-def is_stale(path):
-    """True if *path* is a FUSE mount whose daemon is gone.
-
-    statfs always reaches the daemon, where stat may be answered from the
-    kernel's attribute cache.
-    """
-    try:
-        os.statvfs(path)
-    except OSError as e:
-        return e.errno == errno.ENOTCONN
-    return False
 
 
 def check_mountpoint(path):

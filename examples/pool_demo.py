@@ -7,7 +7,7 @@ back; later an operator drops another with `holefs punch`.  After each
 step every worker checks what it sees, and the memory is printed as holefs
 and as the kernel count it.
 
-    python -m holefs.pool_demo /mnt/pool/pool [--workers 4] [--size 64M]
+    /opt/holefs/bin/python examples/pool_demo.py /mnt/pool/pool [--workers 4] [--size 64M]
 """
 
 import argparse
@@ -18,9 +18,9 @@ import os
 import subprocess
 import sys
 
-from . import STATUS_XATTR, release
-from .mounttable import filesystem_type
-from .options import parse_size
+from holefs import STATUS_XATTR, release
+from holefs.mounttable import filesystem_type
+from holefs.options import parse_size
 
 MiB = 1 << 20
 

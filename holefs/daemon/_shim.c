@@ -1,5 +1,5 @@
 /*
- * holefs._shim: the requests that holefs serves in C, and how they get here.
+ * holefs.daemon._shim: the requests that holefs serves in C, and how they get here.
  *
  * pyfuse3 registers no fallocate or lseek handler and offers no hook to add
  * one, so this module interposes libfuse's session constructor.  Python
@@ -14,7 +14,7 @@
  *     built against 3.17 or later, whose fuse_session_new is an inline
  *     wrapper.  libfuse 3.17's own fuse_session_new@FUSE_3.0 calls it too,
  *     so the ops table may arrive here already patched.
- * holefs.mount checks engaged() after mounting and refuses to serve if
+ * holefs.daemon.mount checks engaged() after mounting and refuses to serve if
  * neither was called.
  *
  * THE CONTRACT BETWEEN C AND PYTHON
@@ -42,9 +42,12 @@
  *
  * The handler object's data methods get the file handle (fh) that open or
  * create returned:
- *   read(fh, offset, size) -> a bytes-like object of at most size bytes
+ *   read(fh, offset, size, splice) -> a bytes-like object of at most
+ *       size bytes; with splice true it may instead answer through
+ *       reply_from_tiers() and return None (READ REPLIES)
  *   write(fh, offset, data, writeback, pid) -> the number of bytes
- *       written; writeback is true for the kernel's writeback of pages
+ *       written; data is a memoryview, or a Spliced still in a worker's
+ *       pipe (SPLICED RECEIVE); writeback is true for the kernel's writeback of pages
  *       that a shared mapping dirtied, which no write(2) waits for; pid
  *       is the caller's (0 for writeback), for its capabilities
  *   fallocate(fh, mode, offset, length, pid) -> None
@@ -146,7 +149,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <poll.h>
 #include <pthread.h>
@@ -797,7 +799,7 @@ static PyMethodDef pending_methods[] = {
 
 static PyTypeObject PendingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "holefs._shim.Pending",
+    .tp_name = "holefs.daemon._shim.Pending",
     .tp_doc = "An ioctl of holefs's own, waiting for its answer.",
     .tp_basicsize = sizeof(Pending),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1549,7 +1551,7 @@ static PyMethodDef spliced_methods[] = {
 
 static PyTypeObject SplicedType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "holefs._shim.Spliced",
+    .tp_name = "holefs.daemon._shim.Spliced",
     .tp_doc = "A WRITE's data, still in the worker's pipe (SPLICED RECEIVE).",
     .tp_basicsize = sizeof(Spliced),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1846,6 +1848,35 @@ struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
     return real(args, patch(op, op_size), sizeof patched_ops, version, userdata);
 }
 
+/* The fast path's handlers, the one list of them: install() takes each by
+ * name from the object it is given, and the module exports the names as
+ * HANDLERS (holefs/daemon/protocol.py types them). */
+static const struct {
+    const char *name;
+    PyObject **slot;
+} fast_path[] = {
+    {"read", &read_cb},       {"write", &write_cb},         {"fallocate", &fallocate_cb},
+    {"lseek", &lseek_cb},     {"drop_setid", &drop_setid_cb}, {"lookup", &lookup_cb},
+    {"getattr", &getattr_cb}, {"create", &create_cb},       {"tmpfile", &tmpfile_cb},
+    {"unlink", &unlink_cb},   {"get_flags", &get_flags_cb}, {"set_flags", &set_flags_cb},
+    {"control", &control_cb}, {"statx", &statx_cb},
+};
+#define N_HANDLERS (sizeof fast_path / sizeof fast_path[0])
+
+static PyObject *handler_names(void)
+{
+    PyObject *names = PyTuple_New((Py_ssize_t)N_HANDLERS);
+    for (size_t i = 0; names != NULL && i < N_HANDLERS; i++) {
+        PyObject *name = PyUnicode_FromString(fast_path[i].name);
+        if (name == NULL) {
+            Py_CLEAR(names);
+            break;
+        }
+        PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
+    }
+    return names;
+}
+
 static PyObject *shim_install(PyObject *self, PyObject *args)
 {
     PyObject *handlers;
@@ -1855,26 +1886,19 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
         return NULL;
     if (workers < 0 || workers > WORKERS_MAX)
         return PyErr_Format(PyExc_ValueError, "workers must be 0 to %d", WORKERS_MAX);
-    PyObject **slots[] = {&read_cb, &write_cb, &fallocate_cb, &lseek_cb, &drop_setid_cb,
-                          &lookup_cb, &getattr_cb, &create_cb, &tmpfile_cb, &unlink_cb,
-                          &get_flags_cb, &set_flags_cb, &control_cb, &statx_cb};
-    const char *names[] = {"read", "write", "fallocate", "lseek", "drop_setid",
-                           "lookup", "getattr", "create", "tmpfile", "unlink",
-                           "get_flags", "set_flags", "control", "statx"};
-    enum { N = sizeof names / sizeof names[0] };
-    PyObject *methods[N];
-    for (int i = 0; i < N; i++) {
-        methods[i] = PyObject_GetAttrString(handlers, names[i]);
+    PyObject *methods[N_HANDLERS];
+    for (size_t i = 0; i < N_HANDLERS; i++) {
+        methods[i] = PyObject_GetAttrString(handlers, fast_path[i].name);
         if (methods[i] == NULL || !PyCallable_Check(methods[i])) {
             if (methods[i] != NULL)
-                PyErr_Format(PyExc_TypeError, "handlers.%s must be callable", names[i]);
-            while (i >= 0)
-                Py_XDECREF(methods[i--]);
+                PyErr_Format(PyExc_TypeError, "handlers.%s must be callable", fast_path[i].name);
+            for (size_t j = 0; j <= i; j++)
+                Py_XDECREF(methods[j]);
             return NULL;
         }
     }
-    for (int i = 0; i < N; i++)
-        Py_XSETREF(*slots[i], methods[i]);
+    for (size_t i = 0; i < N_HANDLERS; i++)
+        Py_XSETREF(*fast_path[i].slot, methods[i]);
     if (zeros_fd < 0) {
         zeros_fd = memfd_create("holefs-zeros", MFD_CLOEXEC);
         if (zeros_fd >= 0 && ftruncate(zeros_fd, ZEROS_SIZE) != 0) {
@@ -1886,20 +1910,6 @@ static PyObject *shim_install(PyObject *self, PyObject *args)
     workers_wanted = workers;
     cache_timeout = timeout;
     writeback_cache_wanted = writeback_cache;
-    Py_RETURN_NONE;
-}
-
-static PyObject *shim_fallocate_fd(PyObject *self, PyObject *args)
-{
-    int fd, mode, ret;
-    long long offset, length;
-    if (!PyArg_ParseTuple(args, "iiLL", &fd, &mode, &offset, &length))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    ret = fallocate(fd, mode, (off_t)offset, (off_t)length);
-    Py_END_ALLOW_THREADS
-    if (ret != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -1989,9 +1999,7 @@ static PyMethodDef shim_methods[] = {
      "whose methods serve the requests of the fast path, how many threads\n"
      "serve them beside trio's (0: trio's thread alone), how long the kernel\n"
      "may cache names and attributes, and whether it may cache writes; see\n"
-     "the contract in holefs/_shim.c."},
-    {"fallocate", shim_fallocate_fd, METH_VARARGS,
-     "fallocate(fd, mode, offset, length): fallocate(2) with any mode."},
+     "the contract in holefs/daemon/_shim.c."},
     {"reply_from_tiers", shim_reply_from_tiers, METH_O,
      "reply_from_tiers(pieces): answer the READ whose handler runs on this\n"
      "thread, called with splice=True, by splicing its data from files:\n"
@@ -2015,22 +2023,24 @@ static PyMethodDef shim_methods[] = {
 };
 
 static struct PyModuleDef shim_module = {
-    PyModuleDef_HEAD_INIT, "holefs._shim",
-    "The FUSE requests that holefs serves in C; see holefs/_shim.c.",
+    PyModuleDef_HEAD_INIT, "holefs.daemon._shim",
+    "The FUSE requests that holefs serves in C; see holefs/daemon/_shim.c.",
     -1, shim_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__shim(void)
 {
     PyObject *module = PyModule_Create(&shim_module);
-    if (module == NULL || PyType_Ready(&PendingType) < 0 || PyType_Ready(&SplicedType) < 0 ||
+    PyObject *names = handler_names();
+    if (module == NULL || names == NULL || PyType_Ready(&PendingType) < 0 ||
+        PyType_Ready(&SplicedType) < 0 ||
+        PyModule_AddObjectRef(module, "Pending", (PyObject *)&PendingType) < 0 ||
         PyModule_AddObjectRef(module, "Spliced", (PyObject *)&SplicedType) < 0 ||
-        PyModule_AddIntMacro(module, CONTROL_TYPE) < 0 ||
-        PyModule_AddIntMacro(module, FALLOC_FL_KEEP_SIZE) < 0 ||
-        PyModule_AddIntMacro(module, FALLOC_FL_PUNCH_HOLE) < 0 ||
-        PyModule_AddIntMacro(module, FALLOC_FL_ZERO_RANGE) < 0) {
+        PyModule_AddObjectRef(module, "HANDLERS", names) < 0 ||
+        PyModule_AddIntMacro(module, CONTROL_TYPE) < 0) {
         Py_XDECREF(module);
-        return NULL;
+        module = NULL;
     }
+    Py_XDECREF(names);
     return module;
 }

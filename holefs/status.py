@@ -1,0 +1,88 @@
+"""What `holefs status` shows: the daemon's answer read from its xattr,
+and the words and units people read it in.
+
+The daemon builds the figures (fs.Operations.usage and file_status); this
+module reads and formats them, and gives every module one human().
+"""
+
+import errno
+import json
+import os
+
+from . import STATUS_XATTR
+
+
+def read_status(path):
+    """A mount's usage, or a file's whole map, read page by page."""
+    try:
+        status = json.loads(os.getxattr(path, STATUS_XATTR))
+        while len(status.get("map", ())) < status.get("runs", 0):
+            more = json.loads(os.getxattr(path, f"{STATUS_XATTR}.map.{len(status['map'])}"))
+            if not more["map"]:
+                break  # the file shrank while we read
+            status["map"] += more["map"]
+        return status
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            raise OSError(e.errno, "not on a holefs mount") from None
+        raise
+
+
+def human(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def format_mount_status(s):
+    spill = "off" if s["spill_dir"] is None else \
+        f"{human(s['spill_used'])} ({human(s['spill_allocated'])} on disk) in {s['spill_dir']}"
+    inodes_free = "no limit" if s["inodes_free"] is None else f"{s['inodes_free']} free"
+    rows = [
+        ("size", human(s["size"])),
+        ("used", f"{human(s['used'])} ({100 * s['used'] // max(1, s['size'])}%)"),
+        ("ram", f"{human(s['ram_used'])} of {human(s['ram_budget'])} budget "
+                f"({human(s['ram_allocated'])} resident)"),
+        ("spill", spill),
+        ("inodes", f"{s['inodes_used']} used, {inodes_free}"),
+        ("cache", format_page_cache(s["page_cache"])),
+        ("daemon", f"pid {s['pid']}, chunk {human(s['chunk'])}, libfuse {s['libfuse']}"),
+        ("options", s["options"]),
+    ]
+    rows += [(kind, format_quota(quota)) for kind, quota in s["quotas"].items()
+             if quota["limits"] is not None]
+    return "\n".join(f"{k:<8}{v}" for k, v in rows)
+
+
+def format_page_cache(cache):
+    """The kernel's copy of the files, which holefs does not count, and how
+    much of it may be dirty."""
+    what = "read, mapped or written" if cache["writeback_cache"] else "read or mapped"
+    if cache.get("max_ratio") is None:
+        return f"the kernel's copy of what is {what} (reclaimable)"
+    limit = f"max_ratio {cache['max_ratio']}%" + (", strict" if cache["strict_limit"] else "")
+    if cache.get("max_bytes"):
+        limit = f"{human(cache['max_bytes'])} now ({limit})"
+    return f"the kernel's copy of what is {what} (reclaimable); dirty at most {limit}"
+
+
+def format_quota(quota, shown=5):
+    """The ids that hold the most, against the limits: 'id 1000: 4.0 KiB of
+    1.0 MiB, 2 of 10 inodes; ...'."""
+    limits = quota["limits"]
+    of_bytes = f" of {human(limits['bytes'])}" if limits["bytes"] else ""
+    of_inodes = f" of {limits['inodes']}" if limits["inodes"] else ""
+    held = [f"id {id}: {human(use['bytes'])}{of_bytes}, {use['inodes']}{of_inodes} "
+            f"inode{'' if use['inodes'] == 1 and not of_inodes else 's'}"
+            for id, use in list(quota["use"].items())[:shown]]
+    more = quota["ids"] - len(held)
+    return "; ".join(held + ([f"{more} more ids"] if more > 0 else [])) or "nothing held"
+
+
+def format_file_status(s):
+    lines = [f"size {s['size']} ({human(s['size'])}): "
+             + ", ".join(f"{where} {human(s[where])}" for where in ("ram", "spill", "hole")),
+             f"{'start':>14} {'length':>14}  where"]
+    lines += [f"{r['start']:>14} {r['length']:>14}  {r['where']}" for r in s["map"]]
+    return "\n".join(lines)
