@@ -1,8 +1,7 @@
-"""What `holefs status` shows: the daemon's answer read from its xattr,
-and the words and units people read it in.
-
-The daemon builds the figures (fs.Operations.usage and file_status); this
-module reads and formats them, and gives every module one human().
+"""What `holefs status` shows, from end to end: the figures that the
+daemon gives for the mount and for a file, reading them through the
+holefs.status xattr, and the words and units people read them in, with
+the one human() of the package.
 """
 
 import errno
@@ -10,6 +9,50 @@ import json
 import os
 
 from . import STATUS_XATTR
+from .extents import CHUNK, PAGE
+
+STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
+
+
+def of_mount(store, ns, options, flags, daemon):
+    """The mount's usage; *daemon* adds what only the daemon knows (its
+    pid, libfuse, what INIT settled, splicing, the page cache)."""
+    spill = store.spill
+    return {
+        "size": store.limit * PAGE,
+        "used": store.used * PAGE,
+        "ram_used": store.ram.pages * PAGE,
+        "ram_budget": store.ram_budget * PAGE,
+        "ram_allocated": store.ram.allocated_bytes(),
+        "spill_used": spill.pages * PAGE if spill else 0,
+        "spill_allocated": spill.allocated_bytes() if spill else 0,
+        "spill_dir": options.spill if spill else None,
+        "reserve": options.reserve,
+        "options": options.describe(flags),
+        "inodes_used": ns.used_inodes,
+        "inodes_free": ns.free_inodes if ns.max_inodes else None,
+        "xattr_used": ns.xattr_bytes,
+        "quotas": ns.quotas.report(),
+        "chunk": CHUNK,
+        **daemon,
+    }
+
+
+def of_file(store, inode, part=b""):
+    """A file's size, totals and map.  A map can be longer than one xattr
+    value may be (64 KiB), so holefs.status gives the totals and the first
+    STATUS_RUNS runs, and holefs.status.map.N (*part* b".map.N") the runs
+    from the Nth on.  LookupError for a *part* that is none of these."""
+    runs = store.describe(inode.extents, inode.size) if inode.extents is not None else []
+    if part.startswith(b".map.") and part[5:].isdigit() and len(part) < 30:
+        first = int(part[5:])
+        return {"map": runs[first:first + STATUS_RUNS]}
+    if part:
+        raise LookupError(part)
+    totals = dict.fromkeys(("ram", "spill", "hole"), 0)
+    for run in runs:
+        totals[run["where"]] += run["length"]
+    return {"size": inode.size, **totals, "runs": len(runs), "map": runs[:STATUS_RUNS]}
 
 
 def read_status(path):

@@ -139,7 +139,14 @@ def written_runs(slot):
 
 class Store:
     """Holds pages in RAM up to a budget, spilling the coldest chunks to disk
-    and bringing them back when there is room again."""
+    and bringing them back when there is room again.
+
+    Invariants: used <= limit, except that resize() never lowers limit below
+    used.  RAM may hold more than ram_budget only after a resize() lowered
+    it, until spill_excess() has moved the rest; meanwhile a request makes
+    room for its own pages only (_make_room).  The caller serializes every
+    call (the daemon's FastPath.lock).
+    """
 
     def __init__(self, limit, ram_budget, ram, spill=None):
         self.limit = limit            # pages in all, from size=
@@ -147,6 +154,23 @@ class Store:
         self.ram = ram
         self.spill = spill
         self._lru = collections.OrderedDict()  # the Slots in RAM, coldest first
+
+    def resize(self, limit, ram_budget, spill=None):
+        """New size= and ram= in pages, and a spill tier if one is new; RAM
+        over the new budget stays until spill_excess() moves it."""
+        if limit < self.used:
+            raise ValueError(f"{limit} pages is less than the {self.used} in use")
+        if spill is not None:
+            if self.spill is not None:
+                raise ValueError("the store has a spill tier already")
+            self.spill = spill
+        self.limit, self.ram_budget = limit, ram_budget
+
+    def close(self):
+        """Close the tiers, which gives all their memory and blocks back."""
+        for tier in (self.ram, self.spill):
+            if tier is not None:
+                tier.close()
 
     @property
     def used(self):

@@ -21,7 +21,7 @@ import pytest
 from holefs._fallocate import fallocate
 from holefs.extents import PAGE
 
-from conftest import assert_serves, force_unmount, is_mounted, run_holefs
+from support import assert_serves, force_unmount, is_mounted, run_holefs
 
 MAX_OFFSET = (1 << 63) - 1  # the largest off_t, and the largest file size
 ZERO_RANGE = 0x10

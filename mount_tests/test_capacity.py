@@ -12,7 +12,7 @@ import pytest
 from holefs._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
 from holefs.extents import CHUNK, PAGE
 
-from conftest import HOLEFS, MiB, drop_page_cache, run_holefs, wait_for
+from support import HOLEFS, MiB, drop_page_cache, run_holefs, wait_for
 
 KiB = 1 << 10
 

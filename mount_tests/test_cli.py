@@ -5,7 +5,7 @@ import subprocess
 
 from holefs.extents import CHUNK
 
-from conftest import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
+from support import HOLEFS, daemon_log, is_mounted, run_holefs, wait_for
 
 
 def test_version():

@@ -19,7 +19,7 @@ import pytest
 from holefs._fallocate import fallocate
 from holefs.extents import CHUNK
 
-from conftest import assert_serves
+from support import assert_serves
 
 PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow

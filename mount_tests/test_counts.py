@@ -7,7 +7,7 @@ import pytest
 
 from holefs._fallocate import FALLOC_FL_KEEP_SIZE, fallocate
 
-from conftest import RENAME_EXCHANGE, renameat2, run_holefs
+from support import RENAME_EXCHANGE, renameat2, run_holefs
 
 
 @pytest.fixture

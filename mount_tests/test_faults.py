@@ -10,7 +10,7 @@ import pytest
 
 from holefs.extents import PAGE
 
-from conftest import (
+from support import (
     HOLEFS,
     MiB,
     Mount,

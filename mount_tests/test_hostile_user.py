@@ -22,7 +22,7 @@ from holefs import control
 from holefs.mounttable import mount_flags, options_in_force
 from holefs.options import OptionError, parse, remount
 
-from conftest import MiB, Mount, as_user, assert_serves, daemon_log, force_unmount, run_holefs
+from support import MiB, Mount, as_user, assert_serves, daemon_log, force_unmount, run_holefs
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from holefs import inodeflags, release
 from holefs.daemon.mount import shim_not_engaged
 
-from conftest import MiB, as_nobody, drop_page_cache, kernel_version, run_holefs
+from support import MiB, as_nobody, drop_page_cache, kernel_version, run_holefs
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
 

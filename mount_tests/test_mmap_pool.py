@@ -12,7 +12,7 @@ import pytest
 import holefs
 from holefs.release import NotOnHolefs
 
-from conftest import MiB, drop_page_cache, run_holefs
+from support import MiB, drop_page_cache, run_holefs
 
 POOL = 64 * MiB
 QUARTER = POOL // 4

@@ -46,7 +46,7 @@ import pytest
 from holefs._fallocate import fallocate
 from holefs.extents import CHUNK
 
-from conftest import MiB, drop_page_cache
+from support import MiB, drop_page_cache
 
 PAGE = 4096
 BLOCKS_PER_PAGE = PAGE // 512

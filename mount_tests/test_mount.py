@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import (
+from support import (
     HOLEFS,
     MiB,
     as_nobody,

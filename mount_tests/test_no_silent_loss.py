@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from conftest import HOLEFS, MiB, drop_page_cache, is_mounted, run_holefs, wait_for
+from support import HOLEFS, MiB, drop_page_cache, is_mounted, run_holefs, wait_for
 
 PAGE = 4096
 OVERFILL = 16 * MiB  # twice what the small mounts hold

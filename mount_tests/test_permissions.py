@@ -20,7 +20,7 @@ import tempfile
 
 import pytest
 
-from conftest import HOLEFS, as_user, force_unmount, is_mounted, wait_for
+from support import HOLEFS, as_user, force_unmount, is_mounted, wait_for
 
 GROUP = 4242  # a group that only the tests hand out
 

@@ -12,7 +12,7 @@ import pytest
 
 from holefs.extents import CHUNK, PAGE
 
-from conftest import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2
+from support import NOBODY, RENAME_EXCHANGE, RENAME_NOREPLACE, MiB, as_nobody, renameat2, wait_for
 
 
 def test_file_types(fs):
@@ -212,7 +212,6 @@ def test_unlinked_open_file_keeps_working(fs):
     assert os.fstat(fd).st_nlink == 0
     assert fs.status()["used"] == MiB
     os.close(fd)
-    from conftest import wait_for
     wait_for(lambda: fs.status()["used"] == 0, what="unlinked file freed")
     assert fs.tier_blocks("ram") == 0
 

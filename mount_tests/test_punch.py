@@ -1,15 +1,18 @@
 """fallocate, SEEK_DATA/SEEK_HOLE, MADV_REMOVE, and memory that really goes back."""
 
 import errno
+import mmap
 import os
 import subprocess
 import tarfile
+import threading
 
 import pytest
 
+from holefs import release
 from holefs.extents import CHUNK, PAGE
 
-from conftest import MiB, wait_for
+from support import MiB, wait_for
 
 KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x1, 0x2, 0x8, 0x10, 0x20
 
@@ -218,3 +221,40 @@ def test_full_filesystem_writes_what_fits(mount_holefs):
     (m / "g").write_bytes(b"room again")
     assert (m / "g").read_bytes() == b"room again"
     assert m.status()["used"] == MiB // 2 + PAGE
+
+
+def test_a_huge_punch_lets_other_requests_in(mount_holefs):
+    """A punch of 1 GiB is freed in batches (fs.PUNCH_BATCH), and another
+    client's requests are served between them rather than after all."""
+    m = mount_holefs("size=2G")
+    big, small = m / "big", m / "small"
+    with open(big, "wb") as f:
+        for _ in range(1024):
+            f.write(b"b" * MiB)
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    small.write_bytes(b"s" * 4096)
+    punching = threading.Event()
+    served_meanwhile = []
+
+    def other_client():
+        fd = os.open(small, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        try:
+            while not punching.is_set():
+                os.preadv(fd, [buf], 0)
+            while punching.is_set():
+                os.preadv(fd, [buf], 0)
+                served_meanwhile.append(1)
+        finally:
+            os.close(fd)
+
+    reader = threading.Thread(target=other_client)
+    with open(big, "r+b") as f:
+        reader.start()
+        punching.set()
+        release(f.fileno(), 0, 1024 * MiB)
+        punching.clear()
+    reader.join()
+    assert m.status()["used"] == 4096
+    assert len(served_meanwhile) >= 10, f"{len(served_meanwhile)} reads served during the punch"

@@ -14,7 +14,7 @@ import pytest
 from holefs.extents import PAGE
 from holefs.quota import Limits, OverQuota, Quotas
 
-from conftest import MiB, as_user, run_holefs
+from support import MiB, as_user, run_holefs
 
 # --- the rules -------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from conftest import MiB, force_unmount, is_mounted
+from support import MiB, force_unmount, is_mounted
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_MOUNT = "/mnt/pool"

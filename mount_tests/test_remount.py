@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (
+from support import (
     HOLEFS,
     MiB,
     as_nobody,

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, drop_page_cache, is_mounted, run_holefs, wait_for
+from support import MiB, drop_page_cache, is_mounted, run_holefs, wait_for
 
 
 @pytest.fixture

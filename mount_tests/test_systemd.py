@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from conftest import HOLEFS, MiB, is_mounted, wait_for
 from nspawn import BootedSystem
+from support import HOLEFS, MiB, is_mounted, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNIT_BIN = "/usr/local/bin/holefs"

@@ -13,7 +13,7 @@ import pytest
 
 from holefs.mounttable import mount8_last_atime_wins
 
-from conftest import MiB, drop_page_cache, kernel_version, wait_for
+from support import MiB, drop_page_cache, kernel_version, wait_for
 
 
 @pytest.fixture

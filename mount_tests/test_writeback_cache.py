@@ -12,7 +12,7 @@ import pytest
 
 from holefs import release
 
-from conftest import MiB, drop_page_cache
+from support import MiB, drop_page_cache
 
 # Each step of a program that a page cache serves differently from the
 # daemon, printed as one line; then everything again from the filesystem.

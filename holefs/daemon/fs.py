@@ -30,10 +30,10 @@ import time
 import pyfuse3
 
 from .. import STATUS_XATTR as STATUS_XATTR_NAME
-from .. import acl, inodeflags
+from .. import acl, inodeflags, status
 from .._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from ..credentials import CAP_FSETID, has_capability, in_group
-from ..extents import CHUNK, PAGE
+from ..extents import PAGE
 from ..logtext import quoted
 from ..mounttable import mount_flags
 from ..namespace import Namespace
@@ -53,12 +53,12 @@ CACHE_TIMEOUT = 300.0
 SEEK_DATA = 3
 SEEK_HOLE = 4
 MAX_FILE_SIZE = (1 << 63) - 1
+PUNCH_BATCH = 64 << 20  # bytes punched under the lock at a time: about 10 ms of it
 
 STATUS_XATTR = STATUS_XATTR_NAME.encode()
 SECURITY_CAPABILITY = b"security.capability"
 # system.* holds only the POSIX ACLs, as on tmpfs.
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", acl.ACCESS, acl.DEFAULT)
-STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
 
 def guarded(handler):
@@ -364,45 +364,17 @@ class Operations(pyfuse3.Operations):
         return data
 
     def status(self, inode, part=b""):
-        """What `holefs status` shows: the mount for the root, else the file.
-
-        A file's map can be longer than one xattr value may be (64 KiB), so
-        holefs.status gives the totals and the first STATUS_RUNS runs, and
-        holefs.status.map.N the runs from the Nth on.
-        """
+        """What `holefs status` shows: the mount for the root, else the file
+        (holefs/status.py)."""
         if inode is self.ns.root and not part:
             return self.usage()
-        runs = self.store.describe(inode.extents, inode.size) if inode.extents is not None \
-            else []
-        if part.startswith(b".map.") and part[5:].isdigit() and len(part) < 30:
-            first = int(part[5:])
-            return {"map": runs[first:first + STATUS_RUNS]}
-        if part:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        totals = dict.fromkeys(("ram", "spill", "hole"), 0)
-        for run in runs:
-            totals[run["where"]] += run["length"]
-        return {"size": inode.size, **totals, "runs": len(runs), "map": runs[:STATUS_RUNS]}
+        try:
+            return status.of_file(self.store, inode, part)
+        except LookupError:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
 
     def usage(self):
-        store = self.store
-        spill = store.spill
-        return {
-            "size": store.limit * PAGE,
-            "used": store.used * PAGE,
-            "ram_used": store.ram.pages * PAGE,
-            "ram_budget": store.ram_budget * PAGE,
-            "ram_allocated": store.ram.allocated_bytes(),
-            "spill_used": spill.pages * PAGE if spill else 0,
-            "spill_allocated": spill.allocated_bytes() if spill else 0,
-            "spill_dir": self.options.spill if spill else None,
-            "reserve": self.options.reserve,
-            "options": self.options.describe(mount_flags(self.mountpoint)),
-            "inodes_used": self.ns.used_inodes,
-            "inodes_free": self.ns.free_inodes if self.ns.max_inodes else None,
-            "xattr_used": self.ns.xattr_bytes,
-            "quotas": self.ns.quotas.report(),
-            "chunk": CHUNK,
+        daemon = {
             "pid": os.getpid(),
             "libfuse": _shim.libfuse()["version"],
             "capabilities": _shim.negotiated(),
@@ -410,6 +382,8 @@ class Operations(pyfuse3.Operations):
             "page_cache": {"writeback_cache": self.options.writeback_cache,
                            **(bdi.dirty_limit(self.bdi) if self.bdi else {})},
         }
+        return status.of_mount(self.store, self.ns, self.options,
+                               mount_flags(self.mountpoint), daemon)
 
 
 def no_control(pending, inode, cmd, data, uid, pid):
@@ -622,8 +596,19 @@ class FastPath:
         """Whether the file holds *data* at *offset* already."""
         return self.store.read(inode.extents, offset, len(data)) == data
 
-    @served
     def fallocate(self, fh, mode, offset, length, pid=0):
+        """fallocate(2); a punch of more than PUNCH_BATCH frees a batch at a
+        time under the lock, and lets other requests in between, as s3ql
+        bounds its long operations."""
+        if mode != FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE or length <= PUNCH_BATCH or \
+                offset < 0 or offset + length > MAX_FILE_SIZE:
+            return self._fallocate(fh, mode, offset, length, pid)
+        for start in range(offset, offset + length, PUNCH_BATCH):
+            self._fallocate(fh, mode, start, min(PUNCH_BATCH, offset + length - start), pid)
+            time.sleep(0)  # the lock is free: let a waiting thread take it
+
+    @served
+    def _fallocate(self, fh, mode, offset, length, pid):
         inode = self.ns[fh]
         if inode.extents is None:
             raise OSError(errno.ENODEV, "not a regular file")

@@ -165,6 +165,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
     sys.unraisablehook = _log_unraisable
 
     with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
         try:
             pyfuse3.init(ops, mountpoint, options.fuse_options())
         except RuntimeError:

@@ -165,9 +165,7 @@ class Remount:
     def _apply(self, new, spill, flags):
         ops = self.ops
         store = ops.store
-        if spill is not None:
-            store.spill = spill
-        store.limit, store.ram_budget = new.size // PAGE, new.ram // PAGE
+        store.resize(new.size // PAGE, new.ram // PAGE, spill)
         ops.ns.max_inodes = new.nr_inodes
         ops.ns.set_quota_limits(new.quotas)
         ops.ns.follow_mount_flags(flags)

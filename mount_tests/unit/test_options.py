@@ -24,7 +24,7 @@ from holefs.options import (
 )
 from holefs.quota import Limits
 
-from conftest import MiB
+from support import MiB
 
 
 @pytest.mark.parametrize("text,value", [

@@ -95,7 +95,9 @@ def test_reserved_pages_are_holes_to_seek_data():
 
 @pytest.fixture
 def store():
-    return Store(limit=256, ram_budget=256, ram=open_ram_tier())
+    store = Store(limit=256, ram_budget=256, ram=open_ram_tier())
+    yield store
+    store.close()
 
 
 def test_read_of_a_hole_is_zeros_and_allocates_nothing(store):
@@ -184,8 +186,34 @@ def test_reserve_is_all_or_nothing():
 @pytest.fixture
 def spilling(tmp_path):
     """A store of 64 pages, 32 of them in RAM."""
-    return Store(limit=64, ram_budget=32, ram=open_ram_tier(),
-                 spill=open_spill_tier(str(tmp_path)))
+    store = Store(limit=64, ram_budget=32, ram=open_ram_tier(),
+                  spill=open_spill_tier(str(tmp_path)))
+    yield store
+    store.close()
+
+
+def test_resize_keeps_what_is_in_use_and_lets_ram_catch_up(spilling):
+    emap = ExtentMap()
+    spilling.write(emap, 0, b"r" * 2 * CHUNK)       # 32 pages, all in RAM
+    with pytest.raises(ValueError):
+        spilling.resize(31, 32)
+    spilling.resize(64, 16)
+    assert spilling.ram.pages == 32                  # over the budget, until moved
+    spilling.write(emap, 2 * CHUNK, b"n")            # one chunk goes: room for its page
+    assert (spilling.ram.pages, spilling.spill.pages) == (17, 16)
+    while spilling.spill_excess(1):
+        pass
+    assert spilling.ram.pages <= 16 and spilling.read(emap, 0, 2 * CHUNK) == b"r" * 2 * CHUNK
+
+
+def test_close_gives_the_tiers_back(tmp_path):
+    store = Store(limit=64, ram_budget=32, ram=open_ram_tier(),
+                  spill=open_spill_tier(str(tmp_path)))
+    fds = [store.ram.fd, store.spill.fd]
+    store.close()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_the_coldest_chunk_spills_and_only_its_written_pages_are_copied(spilling):
