@@ -145,7 +145,7 @@ class Store:
     used.  RAM may hold more than ram_budget only after a resize() lowered
     it, until spill_excess() has moved the rest; meanwhile a request makes
     room for its own pages only (_make_room).  The caller serializes every
-    call (the daemon's FastPath.lock).
+    call (the daemon's MountState.lock).
     """
 
     def __init__(self, limit, ram_budget, ram, spill=None):

@@ -38,16 +38,18 @@ def write_and_read_back(tmp_path, target, size, block):
 def test_the_fast_path_protocol_is_the_shims_list():
     """One list of handler names, the shim's: the typed protocol and the
     handler object hold to it."""
+    from holefs import options
     from holefs.daemon import _shim
     from holefs.daemon.fs import FastPath
     from holefs.daemon.protocol import FastPathHandlers
+    from holefs.daemon.state import MountState
     from holefs.namespace import Namespace
-    from holefs.quota import Quotas
     from holefs.tiers import Store, open_ram_tier
     typed = {name for name in vars(FastPathHandlers) if not name.startswith("_")}
     assert typed == set(_shim.HANDLERS)
-    handlers = FastPath(Namespace(100, 0o755, 0, 0, Quotas({})),
-                        Store(limit=16, ram_budget=16, ram=open_ram_tier()))
+    handlers = FastPath(MountState(Namespace(100, 0o755, 0, 0),
+                                   Store(limit=16, ram_budget=16, ram=open_ram_tier()),
+                                   options.parse("")))
     assert all(callable(getattr(handlers, name)) for name in _shim.HANDLERS)
 
 

@@ -1340,7 +1340,7 @@ static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
  * so that two clients' reads and writes are served at once and the
  * wake-ups of the round trip (most of its cost) overlap.  The handlers
  * still run under the GIL; Python serializes them against the trio thread
- * with a lock of its own (fs.FastPath.lock).  Every other request is
+ * with a lock of its own (state.MountState.lock).  Every other request is
  * handed over to pyfuse3 on the trio thread: pyfuse3 waits on an eventfd
  * (fuse_session_fd below answers with it), and receives from the queue.
  * Replies go to the one fd whichever thread sends them, so no request

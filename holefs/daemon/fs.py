@@ -5,10 +5,10 @@ holds the handlers that the C shim calls synchronously, without trio:
 read, write, fallocate, lseek, lookup, getattr, statx, create, tmpfile
 and unlink, chattr's flags, the dropping of set-ID bits, and holefs's own
 ioctls (handed to `Remount`), under the contract written at the top of
-holefs/daemon/_shim.c; the shim's worker threads call them beside trio's thread.
-So every handler holds `FastPath.lock` while it runs, and every request is
-atomic.  Only remount awaits, in its own task, between steps that each
-hold the lock.
+holefs/daemon/_shim.c; the shim's worker threads call them beside trio's
+thread.  So every handler holds the mount's lock (state.MountState) while
+it runs, and every request is atomic.  Only remount awaits, in its own
+task, between steps that each hold the lock.
 
 Every handler reports a failure by raising OSError; `fuse_errors` turns it
 into pyfuse3's FUSEError, and the shim does the same in C.
@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import stat
-import threading
 import time
 
 import pyfuse3
@@ -36,12 +35,12 @@ from ..credentials import CAP_FSETID, has_capability, in_group
 from ..extents import PAGE
 from ..logtext import quoted
 from ..mounttable import mount_flags
-from ..namespace import Namespace
 from ..quota import OverQuota
 from ..ratelimit import RateLimitedLog
 from ..tiers import NoSpace
 from . import _shim, bdi
 from .remount import Remount
+from .state import MountState
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,10 @@ def guarded(handler):
 
 
 def fuse_errors(handler):
-    """A handler that runs whole under the fast path's lock, guarded."""
+    """A handler that runs whole under the mount's lock, guarded."""
     @functools.wraps(handler)
     async def locked(self, *args):
-        with self.fast.lock:
+        with self.state.lock:
             return handler(self, *args)
     return guarded(locked)
 
@@ -123,16 +122,17 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = True
 
-    def __init__(self, namespace: Namespace, store, options, mountpoint):
+    def __init__(self, state: MountState, mountpoint):
         super().__init__()
-        self.ns = namespace
-        self.store = store
-        self.options = options
+        self.state = state
+        self.ns, self.store = state.ns, state.store  # never replaced
         self.mountpoint = mountpoint
-        self.bdi = None  # the mount's backing device, once known (holefs/bdi.py)
-        self.remount = Remount(self, mountpoint)
-        self.fast = FastPath(namespace, store, reserve=options.reserve,
-                             control=self.remount.submit)
+        self.remount = Remount(state, mountpoint)
+        self.fast = FastPath(state, control=self.remount.submit)
+
+    @property
+    def options(self):
+        return self.state.options
 
     # Attributes ---------------------------------------------------------
 
@@ -197,7 +197,7 @@ class Operations(pyfuse3.Operations):
     async def forget(self, inode_list):
         # forget gets no reply, so an error here is only logged.
         try:
-            with self.fast.lock:
+            with self.state.lock:
                 self._forget(inode_list)
         except Exception:
             log.exception("forget failed")
@@ -380,7 +380,7 @@ class Operations(pyfuse3.Operations):
             "capabilities": _shim.negotiated(),
             "splicing": _shim.splicing(),
             "page_cache": {"writeback_cache": self.options.writeback_cache,
-                           **(bdi.dirty_limit(self.bdi) if self.bdi else {})},
+                           **(bdi.dirty_limit(self.state.bdi) if self.state.bdi else {})},
         }
         return status.of_mount(self.store, self.ns, self.options,
                                mount_flags(self.mountpoint), daemon)
@@ -402,16 +402,13 @@ class FastPath:
     a later writeback that no program waits for.
     """
 
-    def __init__(self, namespace: Namespace, store, reserve=False,
-                 invalidate=_shim.invalidate_attributes, control=None,
-                 reply_from_tiers=_shim.reply_from_tiers):
-        self.ns = namespace
-        self.store = store
-        self.reserve = reserve
+    def __init__(self, state: MountState, invalidate=_shim.invalidate_attributes,
+                 control=None, reply_from_tiers=_shim.reply_from_tiers):
+        self.ns, self.store, self.lock = state.ns, state.store, state.lock  # never replaced
+        self.reserve = state.options.reserve  # fixed for the mount's life
         self.invalidate = invalidate  # of the kernel's cached attributes, by inode number
         self.control = control or no_control  # holefs's own ioctls: Remount.submit
         self.reply_from_tiers = reply_from_tiers  # of the READ being served
-        self.lock = threading.Lock()
         self._refusals = RateLimitedLog(log)
 
     @served

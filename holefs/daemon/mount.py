@@ -25,6 +25,7 @@ from ..tiers import Store, open_ram_tier, open_spill_tier
 from . import PYFUSE3_BEFORE_SHIM, _shim, bdi
 from .fs import CACHE_TIMEOUT, Operations
 from .sdnotify import notify
+from .state import MountState
 
 log = logging.getLogger("holefs")
 
@@ -84,14 +85,14 @@ async def _tune_bdi(ops, mountpoint):
     except OSError as e:
         log.debug("cannot find the mount's bdi: %s", e)
         return
-    ops.bdi = bdi.of_device(dev)
-    bdi.tune(ops.bdi, ops.options.bdi_max_ratio)
+    ops.state.bdi = bdi.of_device(dev)
+    bdi.tune(ops.state.bdi, ops.options.bdi_max_ratio)
 
 
 def status_line(ops):
-    """The usage line for systemd's STATUS=, read under the fast path's lock
+    """The usage line for systemd's STATUS=, read under the mount's lock
     like any request."""
-    with ops.fast.lock:
+    with ops.state.lock:
         usage = ops.usage()
     mib = 1 << 20
     return (f"used {usage['used'] // mib} MiB of {usage['size'] // mib} MiB; "
@@ -160,7 +161,7 @@ def serve(mountpoint, options, on_ready=lambda: None):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid,
                           Quotas(options.quotas))
-    ops = Operations(namespace, store, options, mountpoint)
+    ops = Operations(MountState(namespace, store, options), mountpoint)
     _shim.install(ops.fast, options.threads, CACHE_TIMEOUT, options.writeback_cache)
     sys.unraisablehook = _log_unraisable
 

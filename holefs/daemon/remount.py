@@ -56,8 +56,8 @@ class Refused(Exception):
 class Remount:
     """Serves the remount ioctls of one mount."""
 
-    def __init__(self, ops, mountpoint):
-        self.ops = ops
+    def __init__(self, state, mountpoint):
+        self.state = state
         self.mountpoint = mountpoint
         self._token = None  # trio's, once serve() runs
         self._send, self._waiting = trio.open_memory_channel(REMOUNTS_WAITING)
@@ -106,17 +106,25 @@ class Remount:
         control.reply(pending, refusal.errno, str(refusal))
 
     async def _remount(self, text, check):
-        # The mount table is read before the lock: the kernel may be
-        # waiting for this daemon while it answers.
+        # Planned without the lock, and the mount table read so: the kernel
+        # may be waiting for this daemon while it answers, and opening a
+        # spill file takes its time; the shim's threads serve meanwhile.
         in_force, flags = options_in_force(self.mountpoint), mount_flags(self.mountpoint)
-        with self.ops.fast.lock:  # the shim's threads serve meanwhile
-            new, spill = self._plan(text, in_force)
-            if check:
-                if spill is not None:
-                    spill.close()
-                return
-            notify(reloading())
-            self._apply(new, spill, flags)
+        new, spill = self._plan(text, in_force)
+        if check:
+            if spill is not None:
+                spill.close()
+            return
+        notify(reloading())
+        try:
+            with self.state.lock:
+                self.state.remount(new, spill, flags)
+        except ValueError as e:  # what is in use grew since the plan
+            if spill is not None:
+                spill.close()
+            notify("READY=1")
+            raise Refused(errno.EINVAL, str(e)) from None
+        self._say_remounted(new, flags)
         try:
             await self._spill_excess()
         finally:
@@ -124,9 +132,10 @@ class Remount:
 
     def _plan(self, text, in_force):
         """The new options, and a spill tier if they turn spill on; refuse
-        what does not fit what is in use, as tmpfs refuses (EINVAL)."""
-        ops = self.ops
-        store, current = ops.store, ops.options
+        what does not fit what is in use, as tmpfs refuses (EINVAL).  Read
+        without the lock: MountState.remount checks again under it."""
+        state = self.state
+        store, current = state.store, state.options
         try:
             new = mount_options.remount(current, text, in_force)
         except mount_options.OptionError as e:
@@ -134,10 +143,6 @@ class Remount:
         if new.size // PAGE < store.used:
             raise Refused(errno.EINVAL, f"size={human(new.size)} is less than the "
                                         f"{human(store.used * PAGE)} in use")
-        charged = ops.ns.charged_inodes
-        if new.nr_inodes and new.nr_inodes < charged:
-            raise Refused(errno.EINVAL, f"nr_inodes={new.nr_inodes} is less than the "
-                                        f"{charged} inodes in use, xattrs counted")
         if store.spill is not None and new.spill != current.spill:
             raise Refused(errno.EINVAL, f"spill={new.spill}: the spill file is open in "
                                         f"{current.spill} and stays there until unmounted")
@@ -162,14 +167,7 @@ class Remount:
                                         f"has {human(tier.free_pages() * PAGE)} free")
         return new, spill
 
-    def _apply(self, new, spill, flags):
-        ops = self.ops
-        store = ops.store
-        store.resize(new.size // PAGE, new.ram // PAGE, spill)
-        ops.ns.max_inodes = new.nr_inodes
-        ops.ns.set_quota_limits(new.quotas)
-        ops.ns.follow_mount_flags(flags)
-        ops.options = new
+    def _say_remounted(self, new, flags):
         if new.debug:
             logging.getLogger().setLevel(logging.DEBUG)
         for option, why in new.no_effect:
@@ -179,7 +177,7 @@ class Remount:
     async def _spill_excess(self):
         """Move the coldest chunks to spill until RAM fits ram= again, a
         batch at a time, serving requests in between."""
-        store = self.ops.store
+        store = self.state.store
         if store.ram.pages <= store.ram_budget:
             return
         started, moved = time.monotonic(), 0
@@ -187,7 +185,7 @@ class Remount:
                  human((store.ram.pages - store.ram_budget) * PAGE))
         while store.ram.pages > store.ram_budget:
             try:
-                with self.ops.fast.lock:  # held for one batch, never across an await
+                with self.state.lock:  # held for one batch, never across an await
                     step = store.spill_excess(SPILL_BATCH)
             except OSError as e:
                 raise Refused(e.errno, f"moving RAM to spill stopped: {e.strerror}; "
