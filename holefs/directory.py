@@ -64,6 +64,26 @@ class Entries:
             self._cookies = [cookie for cookie, _ in kept]
             self._names = [name for _, name in kept]
 
+    def to_value(self, id_of):
+        """The names, their cookies and inodes (by *id_of*), as a value."""
+        order = zip(self._cookies, self._names)
+        return {"order": [[cookie, name.hex()] for cookie, name in order],
+                "live": [[name.hex(), self._live[name], id_of(inode)]
+                         for name, inode in self._inodes.items()],
+                "next": self._next}
+
+    @classmethod
+    def from_value(cls, value, inode_of):
+        entries = cls()
+        entries._cookies = [cookie for cookie, _ in value["order"]]
+        entries._names = [bytes.fromhex(name) for _, name in value["order"]]
+        for name, cookie, inode in value["live"]:
+            name = bytes.fromhex(name)
+            entries._live[name] = cookie
+            entries._inodes[name] = inode_of(inode)
+        entries._next = value["next"]
+        return entries
+
     def since(self, cookie):
         """(cookie, name, inode) of each live name added after *cookie*."""
         for i in range(bisect_right(self._cookies, cookie), len(self._cookies)):

@@ -27,6 +27,9 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 RELATIME_AGE_NS = 24 * 3600 * 10**9
+# An inode's plain fields, as Namespace.to_value writes them; "id" first.
+INODE_FIELDS = ("id", "mode", "uid", "gid", "nlink", "size", "rdev", "atime_ns", "mtime_ns",
+                "ctime_ns", "btime_ns", "lookups", "flags")
 
 
 class Inode:
@@ -109,6 +112,61 @@ class Namespace:
         root = self._new(root_mode | stat.S_IFDIR, uid, gid)
         root.parent = root
         self.root = root
+
+    def to_value(self, slot_id):
+        """Every inode and name, as a value; a file's chunks name their
+        slots by *slot_id*(slot)."""
+        def inode_value(inode):
+            return {
+                "fields": [getattr(inode, field) for field in INODE_FIELDS],
+                "parent": inode.parent.id if inode.parent is not None else None,
+                "target": inode.target.hex() if inode.target is not None else None,
+                "xattrs": None if inode.xattrs is None else
+                [[name.hex(), value.hex()] for name, value in inode.xattrs.items()],
+                "chunks": None if inode.extents is None else
+                [[index, slot_id(slot)] for index, slot in inode.extents],
+                "held_pages": inode.extents.held_pages if inode.extents is not None else 0,
+                "entries": None if inode.entries is None else
+                inode.entries.to_value(lambda child: child.id),
+            }
+        return {"max_inodes": self.max_inodes, "quotas": self.quotas.to_value(),
+                "atime": [self.file_atime, self.dir_atime], "xattr_bytes": self.xattr_bytes,
+                "orphans": self._orphans, "extra_links": self._extra_links,
+                "next_id": self._next_id, "root": self.root.id,
+                "inodes": [inode_value(inode) for inode in self.inodes.values()]}
+
+    @classmethod
+    def from_value(cls, value, slot_of):
+        """The namespace of to_value(); *slot_of*(id) gives each slot."""
+        ns = cls.__new__(cls)
+        ns.max_inodes = value["max_inodes"]
+        ns.quotas = Quotas.from_value(value["quotas"])
+        ns.file_atime, ns.dir_atime = value["atime"]
+        ns.xattr_bytes, ns._orphans = value["xattr_bytes"], value["orphans"]
+        ns._extra_links, ns._next_id = value["extra_links"], value["next_id"]
+        ns.inodes = {}
+        for record in value["inodes"]:
+            fields = dict(zip(INODE_FIELDS, record["fields"]))
+            inode = Inode(fields["id"], fields["mode"], fields["uid"], fields["gid"])
+            for field, held in fields.items():
+                setattr(inode, field, held)
+            ns.inodes[inode.id] = inode
+        for record in value["inodes"]:
+            inode = ns.inodes[record["fields"][0]]
+            parent = record["parent"]
+            inode.parent = ns.inodes[parent] if parent is not None else None
+            target = record["target"]
+            inode.target = bytes.fromhex(target) if target is not None else None
+            if record["xattrs"] is not None:
+                inode.xattrs = {bytes.fromhex(n): bytes.fromhex(v) for n, v in record["xattrs"]}
+            if record["chunks"] is not None:
+                for index, slot in record["chunks"]:
+                    inode.extents.add(index, slot_of(slot))
+                inode.extents.held_pages = record["held_pages"]
+            if record["entries"] is not None:
+                inode.entries = Entries.from_value(record["entries"], ns.inodes.__getitem__)
+        ns.root = ns.inodes[value["root"]]
+        return ns
 
     def follow_mount_flags(self, flags):
         """Take the atime rules from the kernel's flags for the mount: the

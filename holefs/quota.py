@@ -79,6 +79,18 @@ class Quotas:
         self.use = {kind: {} for kind in KINDS}
         self._exempt = exempt  # of a caller's pid: CAP_SYS_RESOURCE
 
+    def to_value(self):
+        return {"limits": {kind: [lim.bytes, lim.inodes] for kind, lim in self.limits.items()},
+                "use": {kind: [[id, *held] for id, held in use.items()]
+                        for kind, use in self.use.items()}}
+
+    @classmethod
+    def from_value(cls, value):
+        quotas = cls({kind: Limits(*lim) for kind, lim in value["limits"].items()})
+        quotas.use = {kind: {id: [pages, inodes] for id, pages, inodes in use}
+                      for kind, use in value["use"].items()}
+        return quotas
+
     def set_limits(self, limits, holdings):
         """Take new limits; a kind turned on counts *holdings*, an iterable
         of (uid, gid, pages, inodes) for every inode."""

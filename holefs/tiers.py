@@ -89,6 +89,16 @@ class Tier:
         if done != len(data):
             raise OSError(errno.ENOSPC, "short write to a storage tier")
 
+    def to_value(self):
+        """Which slots are in use, as a value; the data stays in the file."""
+        return {"pages": self.pages, "free": sorted(self._free), "high": self._high,
+                "sized": self._sized}
+
+    def restore(self, value):
+        """Take the slots of to_value(), over the same file."""
+        self.pages, self._high, self._sized = value["pages"], value["high"], value["sized"]
+        self._free = list(value["free"])  # sorted: a heap already
+
     def allocated_bytes(self):
         return os.fstat(self.fd).st_blocks * 512
 
@@ -154,6 +164,13 @@ class Store:
         self.ram = ram
         self.spill = spill
         self._lru = collections.OrderedDict()  # the Slots in RAM, coldest first
+
+    def lru_order(self):
+        """The slots in RAM, coldest first."""
+        return list(self._lru)
+
+    def restore_lru_order(self, slots):
+        self._lru = collections.OrderedDict.fromkeys(slots)
 
     def resize(self, limit, ram_budget, spill=None):
         """New size= and ram= in pages, and a spill tier if one is new; RAM
