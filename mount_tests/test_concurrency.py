@@ -15,11 +15,12 @@ import os
 import random
 
 import pytest
+import trio
 
 from holefs._fallocate import fallocate
 from holefs.extents import CHUNK
 
-from support import assert_serves
+from support import MiB, assert_serves
 
 PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 TIMEOUT = 300  # generous: a worker that takes longer is hung, not slow
@@ -173,3 +174,35 @@ def test_overlapping_ranges_hold_one_of_the_written_values(mount):
             ok = any(p[offset] for p in punched) or not any(w[offset] for w in written)
         assert ok, f"byte {offset} is {value}, which no writer or punch left there"
     assert_serves(mount)
+
+
+async def test_sixteen_clients_at_once_each_keep_their_own_data(mount_holefs, tmp_path):
+    """Clients driven from one trio test, each in a thread of its own:
+    writes through spill, punches and reads interleave, and every client
+    reads back exactly what it left."""
+    m = mount_holefs(f"size=256M,ram=1M,spill={tmp_path}")
+
+    def client(i):
+        path = m / f"client{i}"
+        data = bytearray(os.urandom(2 * MiB))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for offset in range(0, len(data), 256 * 1024):
+                os.pwrite(fd, data[offset:offset + 256 * 1024], offset)
+            fallocate(fd, PUNCH, i * 4096, 64 * 1024)
+            data[i * 4096:i * 4096 + 64 * 1024] = bytes(64 * 1024)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            return os.pread(fd, len(data) + 1, 0) == data
+        finally:
+            os.close(fd)
+
+    results = {}
+
+    async def run(i):
+        results[i] = await trio.to_thread.run_sync(client, i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(16):
+            nursery.start_soon(run, i)
+    assert results == dict.fromkeys(range(16), True)
+    assert m.status()["spill_used"] > 0
