@@ -16,7 +16,14 @@ caller which slots and ranges to free, so that it can be tested without a
 mount.
 """
 
+from __future__ import annotations
+
 import bisect
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tiers import Tier
 
 CHUNK = 64 * 1024
 """The unit of addressing and of eviction.  Large enough that a 1 MiB
@@ -26,20 +33,20 @@ PAGE = 4096
 PAGES_PER_CHUNK = CHUNK // PAGE
 
 
-def pages_touched(start, end):
+def pages_touched(start: int, end: int) -> int:
     """The mask of the pages of a chunk that [start, end) overlaps."""
     if end <= start:
         return 0
     return (1 << ((end - 1) // PAGE + 1)) - (1 << (start // PAGE))
 
 
-def pages_covered(start, end):
+def pages_covered(start: int, end: int) -> int:
     """The mask of the pages of a chunk that lie wholly inside [start, end)."""
     first, last = -(-start // PAGE), end // PAGE
     return (1 << last) - (1 << first) if last > first else 0
 
 
-def fitting_end(held, start, stop, room):
+def fitting_end(held: int, start: int, stop: int, room: float) -> int:
     """Where the longest prefix of [start, stop) ends in which at most *room*
     pages are not in the mask *held* yet: how far a write may go."""
     end = start
@@ -63,7 +70,7 @@ class Slot:
 
     __slots__ = ("tier", "number", "held", "written", "owners")
 
-    def __init__(self, tier, number):
+    def __init__(self, tier: Tier, number: int) -> None:
         self.tier = tier
         self.number = number
         self.held = 0      # mask of pages counted as used
@@ -71,7 +78,7 @@ class Slot:
         self.owners = 1
 
     @property
-    def pages(self):
+    def pages(self) -> int:
         return self.held.bit_count()
 
 
@@ -80,7 +87,7 @@ class Piece:
 
     __slots__ = ("index", "start", "length", "slot")
 
-    def __init__(self, index, start, length, slot):
+    def __init__(self, index: int, start: int, length: int, slot: Slot | None) -> None:
         self.index = index        # chunk number in the file
         self.start = start        # offset of the piece inside the chunk
         self.length = length
@@ -93,7 +100,8 @@ class Cut:
 
     __slots__ = ("slot", "start", "length", "dropped", "emptied")
 
-    def __init__(self, slot, start, length, dropped, emptied):
+    def __init__(self, slot: Slot, start: int, length: int, dropped: int,
+                 emptied: bool) -> None:
         self.slot = slot
         self.start = start
         self.length = length
@@ -106,23 +114,23 @@ class ExtentMap:
 
     __slots__ = ("chunks", "held_pages", "_sorted")
 
-    def __init__(self):
-        self.chunks = {}
+    def __init__(self) -> None:
+        self.chunks: dict[int, Slot] = {}
         self.held_pages = 0
-        self._sorted = None  # sorted chunk numbers, rebuilt after a change
+        self._sorted: list[int] | None = None  # sorted chunk numbers, rebuilt after a change
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.chunks)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[int, Slot]]:
         return iter(self.chunks.items())
 
-    def add(self, index, slot):
+    def add(self, index: int, slot: Slot) -> None:
         """Give the hole at chunk *index* a slot, which holds nothing yet."""
         self.chunks[index] = slot
         self._sorted = None
 
-    def hold(self, slot, start, end, written):
+    def hold(self, slot: Slot, start: int, end: int, written: bool) -> int:
         """Count the pages of [start, end) in *slot* as held, and as written
         if *written*; return how many were not held before."""
         mask = pages_touched(start, end)
@@ -133,7 +141,7 @@ class ExtentMap:
         self.held_pages += new
         return new
 
-    def pieces(self, offset, length):
+    def pieces(self, offset: int, length: int) -> Iterator[Piece]:
         """Split [offset, offset+length) into per-chunk pieces."""
         chunks = self.chunks
         end = offset + length
@@ -143,7 +151,7 @@ class ExtentMap:
             yield Piece(index, start, size, chunks.get(index))
             offset += size
 
-    def new_pages(self, offset, length):
+    def new_pages(self, offset: int, length: int) -> int:
         """How many pages of the range are not held yet."""
         if length <= 0:
             return 0
@@ -155,7 +163,7 @@ class ExtentMap:
             held += (pages_touched(start, stop) & self.chunks[index].held).bit_count()
         return end - first - held
 
-    def cut(self, offset, length):
+    def cut(self, offset: int, length: int) -> list[Cut]:
         """Stop holding the pages wholly inside a range; list, per slot, the
         range its tier must punch (which zeroes the partly covered pages)."""
         end = offset + length
@@ -174,14 +182,14 @@ class ExtentMap:
             cuts.append(Cut(slot, start, stop - start, dropped, not slot.held))
         return cuts
 
-    def truncate(self, size):
+    def truncate(self, size: int) -> list[Cut]:
         """Drop everything past *size*: cut() up to the last chunk."""
         keys = self._keys()
         if not keys or size >= (keys[-1] + 1) * CHUNK:
             return []
         return self.cut(size, (keys[-1] + 1) * CHUNK - size)
 
-    def clear(self):
+    def clear(self) -> list[Slot]:
         """Forget every chunk and return their slots."""
         slots = list(self.chunks.values())
         self.chunks.clear()
@@ -189,7 +197,7 @@ class ExtentMap:
         self._sorted = None
         return slots
 
-    def seek_data(self, offset):
+    def seek_data(self, offset: int) -> int | None:
         """The first offset >= *offset* in a written page, or None."""
         keys = self._keys()
         for i in range(bisect.bisect_left(keys, offset // CHUNK), len(keys)):
@@ -202,7 +210,7 @@ class ExtentMap:
                 return max(offset, index * CHUNK + page * PAGE)
         return None
 
-    def seek_hole(self, offset):
+    def seek_hole(self, offset: int) -> int:
         """The first offset >= *offset* that is not in a written page."""
         index = offset // CHUNK
         page = offset % CHUNK // PAGE
@@ -215,12 +223,12 @@ class ExtentMap:
             index, page = index + 1, 0
         return max(offset, index * CHUNK)
 
-    def _keys(self):
+    def _keys(self) -> list[int]:
         if self._sorted is None:
             self._sorted = sorted(self.chunks)
         return self._sorted
 
-    def _indices_between(self, first, end):
+    def _indices_between(self, first: int, end: int) -> Iterable[int]:
         """Chunk numbers in [first, end) that have a slot, cheaply for small ranges."""
         if end - first <= len(self.chunks):
             return (i for i in range(first, end) if i in self.chunks)

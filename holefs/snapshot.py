@@ -10,13 +10,16 @@ and the options.  Bytes (names, xattrs, symlink targets) are hex, so that
 the value is JSON.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import Any
 
 from .extents import Slot
 from .namespace import Namespace
 from .options import MountOptions
 from .quota import Limits
-from .tiers import Store
+from .tiers import Store, Tier
 
 VERSION = 1
 """Raised whenever the value's form changes; a holefs reads only its own."""
@@ -26,11 +29,12 @@ class Unreadable(ValueError):
     """A value that this holefs cannot take over, with the reason."""
 
 
-def dump(ns, store, options):
+def dump(ns: Namespace, store: Store, options: MountOptions) -> dict[str, Any]:
     """The value of a mount's state: ns, store and options."""
-    slots, ids = [], {}
+    slots: list[list[Any]] = []
+    ids: dict[int, int] = {}
 
-    def slot_id(slot):
+    def slot_id(slot: Slot) -> int:
         if id(slot) not in ids:
             ids[id(slot)] = len(slots)
             slots.append([slot.tier.name, slot.number, slot.held, slot.written, slot.owners])
@@ -49,17 +53,17 @@ def dump(ns, store, options):
     }
 
 
-def load(value, ram, spill=None):
+def load(value: Any, ram: Tier,
+         spill: Tier | None = None) -> tuple[Namespace, Store, MountOptions]:
     """(ns, store, options) from dump()'s *value*, over the tier files that
     the old daemon held, opened as *ram* and *spill* Tiers."""
     if not isinstance(value, dict) or value.get("version") != VERSION:
         found = value.get("version") if isinstance(value, dict) else type(value).__name__
         raise Unreadable(f"state of version {found}; this holefs reads version {VERSION}")
-    tiers = {"ram": ram, "spill": spill}
+    tiers = {name: tier for name, tier in (("ram", ram), ("spill", spill)) if tier is not None}
     given = value["store"]["tiers"]
-    if given.keys() != {name for name, tier in tiers.items() if tier is not None}:
-        raise Unreadable(f"state has the tiers {sorted(given)}, but "
-                         f"{sorted(name for name, tier in tiers.items() if tier)} were given")
+    if given.keys() != tiers.keys():
+        raise Unreadable(f"state has the tiers {sorted(given)}, but {sorted(tiers)} were given")
     slots = []
     for tier_name, number, held, written, owners in value["slots"]:
         slot = Slot(tiers[tier_name], number)
@@ -73,13 +77,13 @@ def load(value, ram, spill=None):
     return ns, store, options_from(value["options"])
 
 
-def options_value(options):
+def options_value(options: MountOptions) -> dict[str, Any]:
     fields = dataclasses.asdict(options)
     fields["quotas"] = {kind: [lim.bytes, lim.inodes] for kind, lim in options.quotas.items()}
     return fields
 
 
-def options_from(fields):
+def options_from(fields: dict[str, Any]) -> MountOptions:
     fields = dict(fields)
     fields["quotas"] = {kind: Limits(*lim) for kind, lim in fields["quotas"].items()}
     for name in ("fuse_flags", "no_effect"):

@@ -4,17 +4,29 @@ holefs.status xattr, and the words and units people read them in, with
 the one human() of the package.
 """
 
+from __future__ import annotations
+
 import errno
 import json
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import STATUS_XATTR
 from .extents import CHUNK, PAGE
 
+if TYPE_CHECKING:
+    from .namespace import Inode, Namespace
+    from .options import MountOptions
+    from .tiers import Store
+
+Status = dict[str, Any]
+
 STATUS_RUNS = 1000  # runs of a file's map per xattr read: about 60 bytes each
 
 
-def of_mount(store, ns, options, flags, daemon):
+def of_mount(store: Store, ns: Namespace, options: MountOptions, flags: Iterable[str] | None,
+             daemon: Status) -> Status:
     """The mount's usage; *daemon* adds what only the daemon knows (its
     pid, libfuse, what INIT settled, splicing, the page cache)."""
     spill = store.spill
@@ -38,7 +50,7 @@ def of_mount(store, ns, options, flags, daemon):
     }
 
 
-def of_file(store, inode, part=b""):
+def of_file(store: Store, inode: Inode, part: bytes = b"") -> Status:
     """A file's size, totals and map.  A map can be longer than one xattr
     value may be (64 KiB), so holefs.status gives the totals and the first
     STATUS_RUNS runs, and holefs.status.map.N (*part* b".map.N") the runs
@@ -55,7 +67,7 @@ def of_file(store, inode, part=b""):
     return {"size": inode.size, **totals, "runs": len(runs), "map": runs[:STATUS_RUNS]}
 
 
-def read_status(path):
+def read_status(path: str | os.PathLike[str]) -> Status:
     """A mount's usage, or a file's whole map, read page by page."""
     try:
         status = json.loads(os.getxattr(path, STATUS_XATTR))
@@ -71,14 +83,16 @@ def read_status(path):
         raise
 
 
-def human(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+def human(n: float) -> str:
+    """Bytes as people read them: 5 B, 1.5 KiB, 2.0 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
         n /= 1024
+    return f"{n:.1f} TiB"
 
 
-def format_mount_status(s):
+def format_mount_status(s: Status) -> str:
     spill = "off" if s["spill_dir"] is None else \
         f"{human(s['spill_used'])} ({human(s['spill_allocated'])} on disk) in {s['spill_dir']}"
     inodes_free = "no limit" if s["inodes_free"] is None else f"{s['inodes_free']} free"
@@ -98,7 +112,7 @@ def format_mount_status(s):
     return "\n".join(f"{k:<8}{v}" for k, v in rows)
 
 
-def format_page_cache(cache):
+def format_page_cache(cache: Status) -> str:
     """The kernel's copy of the files, which holefs does not count, and how
     much of it may be dirty."""
     what = "read, mapped or written" if cache["writeback_cache"] else "read or mapped"
@@ -110,7 +124,7 @@ def format_page_cache(cache):
     return f"the kernel's copy of what is {what} (reclaimable); dirty at most {limit}"
 
 
-def format_quota(quota, shown=5):
+def format_quota(quota: Status, shown: int = 5) -> str:
     """The ids that hold the most, against the limits: 'id 1000: 4.0 KiB of
     1.0 MiB, 2 of 10 inodes; ...'."""
     limits = quota["limits"]
@@ -123,7 +137,7 @@ def format_quota(quota, shown=5):
     return "; ".join(held + ([f"{more} more ids"] if more > 0 else [])) or "nothing held"
 
 
-def format_file_status(s):
+def format_file_status(s: Status) -> str:
     lines = [f"size {s['size']} ({human(s['size'])}): "
              + ", ".join(f"{where} {human(s[where])}" for where in ("ram", "spill", "hole")),
              f"{'start':>14} {'length':>14}  where"]

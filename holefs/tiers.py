@@ -12,14 +12,29 @@ in both tiers, ram= those held in RAM, and a quota.Room those that one
 request may add to its file.
 """
 
+from __future__ import annotations
+
 import collections
 import errno
 import heapq
 import os
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
-from .extents import CHUNK, PAGE, PAGES_PER_CHUNK, Slot, fitting_end, pages_covered, pages_touched
-from .quota import UNLIMITED, OverQuota
+from .extents import (
+    CHUNK,
+    PAGE,
+    PAGES_PER_CHUNK,
+    Cut,
+    ExtentMap,
+    Piece,
+    Slot,
+    fitting_end,
+    pages_covered,
+    pages_touched,
+)
+from .quota import UNLIMITED, OverQuota, Room
 
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
@@ -27,7 +42,7 @@ PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 class NoSpace(OSError):
     """The filesystem (size=) or the spill disk is full; *why* says which."""
 
-    def __init__(self, why):
+    def __init__(self, why: str) -> None:
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.why = why
 
@@ -37,15 +52,15 @@ class Tier:
 
     GROWTH = 64                   # slots the file grows by, sparse
 
-    def __init__(self, fd, name):
+    def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name          # "ram" or "spill", as status shows it
         self.pages = 0            # pages held by the slots here
-        self._free = []           # heap of freed slot numbers below _high
+        self._free: list[int] = []  # heap of freed slot numbers below _high
         self._high = 0            # slot numbers from here up were never used
         self._sized = 0           # slots below this lie within the file's size
 
-    def alloc(self):
+    def alloc(self) -> int:
         """A free slot number; the slot reads as zeros."""
         if self._free:
             return heapq.heappop(self._free)
@@ -58,7 +73,7 @@ class Tier:
         self._high += 1
         return self._high - 1
 
-    def release(self, numbers):
+    def release(self, numbers: Iterable[int]) -> None:
         """Give slots' memory or disk blocks back and make them reusable.
 
         Slots are handed out lowest first, so a file's chunks tend to lie
@@ -73,13 +88,13 @@ class Tier:
                 start = i + 1
             heapq.heappush(self._free, number)
 
-    def punch(self, number, start, length):
+    def punch(self, number: int, start: int, length: int) -> None:
         fallocate(self.fd, PUNCH, number * CHUNK + start, length)
 
-    def read_into(self, view, number, start):
+    def read_into(self, view: memoryview, number: int, start: int) -> None:
         os.preadv(self.fd, [view], number * CHUNK + start)
 
-    def write(self, number, start, data):
+    def write(self, number: int, start: int, data: Any) -> None:
         """Write *data*: bytes, or what has splice_into(fd, offset), as the
         daemon's Spliced data still in its pipe."""
         at = number * CHUNK + start
@@ -89,33 +104,33 @@ class Tier:
         if done != len(data):
             raise OSError(errno.ENOSPC, "short write to a storage tier")
 
-    def to_value(self):
+    def to_value(self) -> dict[str, Any]:
         """Which slots are in use, as a value; the data stays in the file."""
         return {"pages": self.pages, "free": sorted(self._free), "high": self._high,
                 "sized": self._sized}
 
-    def restore(self, value):
+    def restore(self, value: dict[str, Any]) -> None:
         """Take the slots of to_value(), over the same file."""
         self.pages, self._high, self._sized = value["pages"], value["high"], value["sized"]
         self._free = list(value["free"])  # sorted: a heap already
 
-    def allocated_bytes(self):
+    def allocated_bytes(self) -> int:
         return os.fstat(self.fd).st_blocks * 512
 
-    def close(self):
+    def close(self) -> None:
         os.close(self.fd)
 
-    def free_pages(self):
+    def free_pages(self) -> int:
         """Pages that the filesystem under this tier can still take."""
         st = os.fstatvfs(self.fd)
         return st.f_bavail * st.f_frsize // PAGE
 
 
-def open_ram_tier():
+def open_ram_tier() -> Tier:
     return Tier(os.memfd_create("holefs-ram", os.MFD_CLOEXEC), "ram")
 
 
-def open_spill_tier(directory):
+def open_spill_tier(directory: str) -> Tier:
     """Create the private spill file in *directory* and prove it can punch.
 
     Raises OSError with a message fit for the user when it cannot.
@@ -123,18 +138,18 @@ def open_spill_tier(directory):
     try:
         fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise OSError(e.errno, f"spill directory {directory}: {os.strerror(e.errno)}") from None
+        raise OSError(e.errno, f"spill directory {directory}: {e.strerror}") from None
     try:
         os.pwrite(fd, b"\xff" * PAGE, 0)
         fallocate(fd, PUNCH, 0, PAGE)
     except OSError as e:
         os.close(fd)
         raise OSError(e.errno, f"spill directory {directory} cannot punch holes: "
-                      f"{os.strerror(e.errno)}") from None
+                      f"{e.strerror}") from None
     return Tier(fd, "spill")
 
 
-def written_runs(slot):
+def written_runs(slot: Slot) -> Iterator[tuple[int, int]]:
     """(start, length) of each run of written pages in a slot, in bytes."""
     mask, page = slot.written, 0
     while mask:
@@ -158,21 +173,22 @@ class Store:
     call (the daemon's MountState.lock).
     """
 
-    def __init__(self, limit, ram_budget, ram, spill=None):
+    def __init__(self, limit: int, ram_budget: int, ram: Tier,
+                 spill: Tier | None = None) -> None:
         self.limit = limit            # pages in all, from size=
         self.ram_budget = ram_budget  # pages in RAM, from ram=
         self.ram = ram
         self.spill = spill
-        self._lru = collections.OrderedDict()  # the Slots in RAM, coldest first
+        self._lru: collections.OrderedDict[Slot, None] = collections.OrderedDict()  # coldest first
 
-    def lru_order(self):
+    def lru_order(self) -> list[Slot]:
         """The slots in RAM, coldest first."""
         return list(self._lru)
 
-    def restore_lru_order(self, slots):
+    def restore_lru_order(self, slots: Iterable[Slot]) -> None:
         self._lru = collections.OrderedDict.fromkeys(slots)
 
-    def resize(self, limit, ram_budget, spill=None):
+    def resize(self, limit: int, ram_budget: int, spill: Tier | None = None) -> None:
         """New size= and ram= in pages, and a spill tier if one is new; RAM
         over the new budget stays until spill_excess() moves it."""
         if limit < self.used:
@@ -183,17 +199,17 @@ class Store:
             self.spill = spill
         self.limit, self.ram_budget = limit, ram_budget
 
-    def close(self):
+    def close(self) -> None:
         """Close the tiers, which gives all their memory and blocks back."""
         for tier in (self.ram, self.spill):
             if tier is not None:
                 tier.close()
 
     @property
-    def used(self):
+    def used(self) -> int:
         return self.ram.pages + (self.spill.pages if self.spill else 0)
 
-    def available(self):
+    def available(self) -> int:
         """Pages that can still be written: the room under size=, unless RAM's
         room plus the spill disk's free space is less."""
         room = self.ram_budget - self.ram.pages
@@ -201,7 +217,7 @@ class Store:
             room += self.spill.free_pages()
         return max(0, min(self.limit - self.used, room))
 
-    def read(self, emap, offset, length):
+    def read(self, emap: ExtentMap, offset: int, length: int) -> bytearray:
         buf = bytearray(length)
         view = memoryview(buf)
         pos = 0
@@ -213,10 +229,11 @@ class Store:
             pos += piece.length
         return buf
 
-    def segments(self, emap, offset, length):
+    def segments(self, emap: ExtentMap, offset: int,
+                 length: int) -> list[tuple[int, int, int]]:
         """Where the bytes of [offset, offset+length) lie: (fd, position,
         length) in the tier files, fd -1 for a hole, neighbours merged."""
-        out = []
+        out: list[tuple[int, int, int]] = []
         for piece in emap.pieces(offset, length):
             slot = piece.slot
             if slot is None:
@@ -231,7 +248,7 @@ class Store:
                 out.append((fd, pos, piece.length))
         return out
 
-    def write(self, emap, offset, data, quota=UNLIMITED):
+    def write(self, emap: ExtentMap, offset: int, data: Any, quota: Room = UNLIMITED) -> int:
         """Write *data*, adding at most quota.pages pages; return how much
         fit.  Raise NoSpace or OverQuota if nothing did.  *data* is bytes,
         or the daemon's Spliced data, which is taken in order."""
@@ -266,7 +283,8 @@ class Store:
                 return pos
         return pos
 
-    def reserve(self, emap, offset, length, zero=False, quota=UNLIMITED):
+    def reserve(self, emap: ExtentMap, offset: int, length: int, zero: bool = False,
+                quota: Room = UNLIMITED) -> None:
         """Hold every page of the range, all or nothing, adding at most
         quota.pages pages.
 
@@ -288,18 +306,18 @@ class Store:
                 slot.tier.punch(slot.number, start, stop - start)
             slot.tier.pages += emap.hold(slot, start, stop, written=False)
 
-    def punch(self, emap, offset, length):
+    def punch(self, emap: ExtentMap, offset: int, length: int) -> None:
         self._apply(emap.cut(offset, length))
 
-    def truncate(self, emap, size):
+    def truncate(self, emap: ExtentMap, size: int) -> None:
         self._apply(emap.truncate(size))
 
-    def free_all(self, emap):
+    def free_all(self, emap: ExtentMap) -> None:
         self._release([slot for slot in emap.clear() if self._let_go(slot, slot.pages)])
 
-    def describe(self, emap, size):
+    def describe(self, emap: ExtentMap, size: int) -> list[dict[str, Any]]:
         """The file's map as runs of ram, spill and hole, page by page."""
-        runs = []
+        runs: list[list[Any]] = []  # [where, start, end]
 
         def add(kind, start, end):
             if end <= start:
@@ -321,7 +339,7 @@ class Store:
         return [{"where": kind, "start": start, "length": end - start}
                 for kind, start, end in runs]
 
-    def _slot_for(self, emap, piece, new_pages):
+    def _slot_for(self, emap: ExtentMap, piece: Piece, new_pages: int) -> Slot:
         """The slot that takes *new_pages* more pages of *piece*: its own,
         or a fresh one in RAM; RAM is made room for, by eviction if need be."""
         slot = piece.slot
@@ -334,7 +352,7 @@ class Store:
             self._use(slot, new_pages)
         return slot
 
-    def _use(self, slot, new_pages):
+    def _use(self, slot: Slot, new_pages: int) -> None:
         """Note an access: a RAM slot becomes the hottest; a spilled one comes
         back to RAM if RAM has room for it, without evicting anything."""
         if slot.tier is self.ram:
@@ -344,19 +362,20 @@ class Store:
             self._move(slot, self.ram)
             self._lru[slot] = None
 
-    def spill_excess(self, chunks):
+    def spill_excess(self, chunks: int) -> int:
         """Move up to *chunks* of the coldest chunks to spill while RAM holds
         more than ram=, which a remount lowered; return the pages moved."""
         moved = 0
         for _ in range(chunks):
             if self.ram.pages <= self.ram_budget or not self._lru:
                 break
+            assert self.spill is not None, "RAM over ram= with no spill"
             slot = next(iter(self._lru))
             self._move(slot, self.spill)
             moved += slot.pages
         return moved
 
-    def _make_room(self, pages):
+    def _make_room(self, pages: int) -> None:
         """Evict the coldest RAM chunks until *pages* more fit in the budget.
 
         While RAM holds more than the budget (ram= shrank, and spill_excess
@@ -374,7 +393,7 @@ class Store:
             except OSError as e:
                 raise NoSpace(f"the spill disk refused: {e.strerror}") from None
 
-    def _move(self, slot, tier):
+    def _move(self, slot: Slot, tier: Tier) -> None:
         """Copy a slot's written pages into *tier* and free its old place."""
         number = tier.alloc()
         try:
@@ -392,8 +411,8 @@ class Store:
         tier.pages += slot.pages
         old_tier.release([old_number])
 
-    def _apply(self, cuts):
-        emptied = []
+    def _apply(self, cuts: list[Cut]) -> None:
+        emptied: list[Slot] = []
         for cut in cuts:
             if cut.emptied:
                 if self._let_go(cut.slot, cut.dropped):
@@ -403,7 +422,7 @@ class Store:
                 cut.slot.tier.punch(cut.slot.number, cut.start, cut.length)
         self._release(emptied)
 
-    def _let_go(self, slot, pages):
+    def _let_go(self, slot: Slot, pages: int) -> bool:
         """A map no longer holds *pages* of a slot; say whether that was its
         last owner, whose place the caller must then _release."""
         slot.tier.pages -= pages
@@ -414,9 +433,9 @@ class Store:
             del self._lru[slot]
         return True
 
-    def _release(self, slots):
+    def _release(self, slots: list[Slot]) -> None:
         """Free the places of slots that no map holds any more."""
         for tier in (self.ram, self.spill):
             numbers = [slot.number for slot in slots if slot.tier is tier]
-            if numbers:
+            if tier is not None and numbers:
                 tier.release(numbers)

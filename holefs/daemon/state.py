@@ -1,10 +1,16 @@
 """One mount's served state, and its one lock (passthrough_hp's struct Fs
 is the model).  Operations, FastPath and Remount are adapters over it."""
 
+from __future__ import annotations
+
 import logging
 import threading
+from collections.abc import Iterable
 
 from ..extents import PAGE
+from ..namespace import Namespace
+from ..options import MountOptions
+from ..tiers import Store, Tier
 
 log = logging.getLogger("holefs")
 
@@ -30,14 +36,14 @@ class MountState:
     goes out after it is let go.
     """
 
-    def __init__(self, ns, store, options):
+    def __init__(self, ns: Namespace, store: Store, options: MountOptions) -> None:
         self.ns = ns
         self.store = store
         self.options = options
-        self.bdi = None
+        self.bdi: str | None = None
         self.lock = threading.Lock()
 
-    def remount(self, new, spill, flags):
+    def remount(self, new: MountOptions, spill: Tier | None, flags: Iterable[str]) -> None:
         """Put *new* options in force, with *spill* if they turn spill on,
         under the lock, whatever changed since they were planned without
         it: ValueError, and nothing changed, if what is in use now exceeds
