@@ -300,7 +300,7 @@ static long long as_result(PyObject *cb, PyObject *out, const int *err)
  */
 
 /* A sparse memfd that holes are spliced from: the kernel hands out its
- * zero page, without a copy. */
+ * zero page, without a copy.  As long as the longest READ (256 pages). */
 #define ZEROS_SIZE (1 << 20)
 static int zeros_fd = -1;
 
@@ -380,39 +380,28 @@ static PyObject *shim_reply_from_tiers(PyObject *self, PyObject *pieces)
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t room = sizeof(struct fuse_bufvec) + (n ? (size_t)n : 1) * sizeof(struct fuse_buf);
+    struct fuse_bufvec *bufv = calloc(1, room);
     size_t count = 0;
-    struct fuse_bufvec *bufv = NULL;
-    /* First pass counts the buffers (a hole takes one per ZEROS_SIZE). */
-    for (int fill = 0; fill < 2; fill++) {
-        count = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            int fd;
-            long long pos, length;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i),
-                                  "iLL;a piece is (fd, offset, length)", &fd, &pos, &length))
-                goto fail;
-            if (length <= 0 || pos < 0)
-                continue;
-            for (long long done = 0; done < length; count++) {
-                size_t part = fd >= 0 ? (size_t)length : (size_t)(length - done < ZEROS_SIZE ?
-                                                                  length - done : ZEROS_SIZE);
-                if (fill) {
-                    struct fuse_buf *buf = &bufv->buf[count];
-                    *buf = (struct fuse_buf){.size = part};
-                    buf->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-                    buf->fd = fd >= 0 ? fd : zeros_fd;
-                    buf->pos = fd >= 0 ? (off_t)pos : 0;
-                }
-                done += (long long)part;
-            }
+    if (bufv == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int fd;
+        long long pos, length;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i),
+                              "iLL;a piece is (fd, offset, length)", &fd, &pos, &length))
+            goto fail;
+        if (length <= 0 || pos < 0)
+            continue;
+        if (fd < 0 && length > ZEROS_SIZE) { /* no READ is longer */
+            PyErr_Format(PyExc_ValueError, "a hole of %lld bytes in one reply", length);
+            goto fail;
         }
-        if (!fill) {
-            bufv = calloc(1, sizeof *bufv + (count ? count : 1) * sizeof(struct fuse_buf));
-            if (bufv == NULL) {
-                PyErr_NoMemory();
-                goto fail;
-            }
-        }
+        bufv->buf[count++] = (struct fuse_buf){
+            .size = (size_t)length, .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+            .fd = fd >= 0 ? fd : zeros_fd, .pos = fd >= 0 ? (off_t)pos : 0};
     }
     bufv->count = count;
     read_unanswered = NULL;
