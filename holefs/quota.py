@@ -71,7 +71,7 @@ class Quotas:
     inodes] summed over the inodes that id owns (kind "user") or whose
     group it is ("group"), and an id that holds nothing has no entry; the
     kinds turned off have none.  The namespace charges inodes, the data
-    handlers pages, both under the mount's lock (daemon/state.py).
+    handlers pages, both under the mount's lock (state.py).
     """
 
     def __init__(self, limits=None, exempt=caller_is_exempt):

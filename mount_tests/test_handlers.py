@@ -13,8 +13,8 @@ import pytest
 
 from holefs import options
 from holefs.daemon.fs import Operations
-from holefs.daemon.state import MountState
 from holefs.namespace import Namespace
+from holefs.state import MountState
 from holefs.tiers import Store, open_ram_tier
 
 ROOT = pyfuse3.ROOT_INODE
@@ -55,7 +55,7 @@ async def test_names_as_the_kernel_would_see_them(ops):
 async def test_a_bug_in_a_handler_is_eio_and_a_log_line(ops, monkeypatch, caplog):
     def broken(*args):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(ops.ns, "rmdir", broken)
+    monkeypatch.setattr(ops.state.ns, "rmdir", broken)
     with caplog.at_level(logging.ERROR, logger="holefs"):
         assert await fuse_errno(ops.rmdir(ROOT, b"d", ctx())) == errno.EIO
     assert "rmdir failed" in caplog.text and "RuntimeError: a bug" in caplog.text

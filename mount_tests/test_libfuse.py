@@ -42,8 +42,8 @@ def test_the_fast_path_protocol_is_the_shims_list():
     from holefs.daemon import _shim
     from holefs.daemon.fs import FastPath
     from holefs.daemon.protocol import FastPathHandlers
-    from holefs.daemon.state import MountState
     from holefs.namespace import Namespace
+    from holefs.state import MountState
     from holefs.tiers import Store, open_ram_tier
     typed = {name for name in vars(FastPathHandlers) if not name.startswith("_")}
     assert typed == set(_shim.HANDLERS)

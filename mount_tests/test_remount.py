@@ -196,25 +196,3 @@ def test_remount_of_what_is_not_holefs(small_tmpfs, tmp_path):
                       check=False).stderr.endswith("not a holefs mount (it is tmpfs)\n")
     assert run_holefs("remount", str(tmp_path), "-o", "size=2M",
                       check=False).stderr == f"holefs: remount: {tmp_path}: not mounted\n"
-
-
-def test_a_remount_planned_without_the_lock_is_checked_again_under_it():
-    """What is in use may grow between the plan and the lock: then nothing
-    changes, and the remount is refused with the reason."""
-    from holefs import options
-    from holefs.daemon.state import MountState
-    from holefs.extents import ExtentMap
-    from holefs.namespace import Namespace
-    from holefs.tiers import Store, open_ram_tier
-    given = options.parse("size=1M,nr_inodes=10")
-    state = MountState(Namespace(10, 0o1777, 0, 0), Store(256, 256, open_ram_tier()), given)
-    try:
-        planned = options.remount(given, "size=64k", "")
-        state.store.write(ExtentMap(), 0, b"x" * 128 * 1024)  # grows meanwhile
-        with pytest.raises(ValueError, match="in use"):
-            state.remount(planned, None, ())
-        assert (state.options, state.store.limit) == (given, 256)
-        state.remount(options.remount(given, "size=512k", ""), None, ())
-        assert (state.options.size, state.store.limit) == (512 * 1024, 128)
-    finally:
-        state.store.close()

@@ -21,11 +21,11 @@ from ..logtext import quoted
 from ..mounttable import filesystem_type, holders, is_stale, mount_flags, unmount
 from ..namespace import Namespace
 from ..quota import Quotas
+from ..state import MountState
 from ..tiers import Store, open_ram_tier, open_spill_tier
 from . import PYFUSE3_BEFORE_SHIM, _shim, bdi
 from .fs import CACHE_TIMEOUT, Operations
 from .sdnotify import notify
-from .state import MountState
 
 log = logging.getLogger("holefs")
 
@@ -86,7 +86,7 @@ async def _tune_bdi(ops, mountpoint):
         log.debug("cannot find the mount's bdi: %s", e)
         return
     ops.state.bdi = bdi.of_device(dev)
-    bdi.tune(ops.state.bdi, ops.options.bdi_max_ratio)
+    bdi.tune(ops.state.bdi, ops.state.options.bdi_max_ratio)
 
 
 def status_line(ops):
@@ -161,7 +161,8 @@ def serve(mountpoint, options, on_ready=lambda: None):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid,
                           Quotas(options.quotas))
-    ops = Operations(MountState(namespace, store, options), mountpoint)
+    ops = Operations(MountState(namespace, store, options, _shim.invalidate_attributes),
+                     mountpoint)
     _shim.install(ops.fast, options.threads, CACHE_TIMEOUT, options.writeback_cache)
     sys.unraisablehook = _log_unraisable
 

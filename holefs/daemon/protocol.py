@@ -2,18 +2,17 @@
 
 The shim's own list (`_shim.HANDLERS`) is the one list of their names;
 install() resolves each on the object it is given, and a test holds this
-class to that list.  The contract, in words, is at the top of _shim.c.
-Attributes are (ino, mode, nlink, uid, gid, rdev, size, blocks, atime_ns,
-mtime_ns, ctime_ns).
+class to that list.  The contract, in words, is at the top of _shim.c;
+the attributes are holefs.state.attributes()'s.
 """
 
 from typing import Protocol, TypeAlias
 
 from pyfuse3 import FileHandleT, InodeT
 
+from ..state import Attributes
 from ._shim import Pending, Spliced
 
-Attributes: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int]
 Data: TypeAlias = memoryview | Spliced
 
 
