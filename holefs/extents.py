@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .tiers import Tier
+from typing import Any
 
 CHUNK = 64 * 1024
 """The unit of addressing and of eviction.  Large enough that a 1 MiB
@@ -70,8 +67,8 @@ class Slot:
 
     __slots__ = ("tier", "number", "held", "written", "owners")
 
-    def __init__(self, tier: Tier, number: int) -> None:
-        self.tier = tier
+    def __init__(self, tier: Any, number: int) -> None:
+        self.tier = tier  # a tiers.Tier; typed Any, as the map below the tiers imports none
         self.number = number
         self.held = 0      # mask of pages counted as used
         self.written = 0   # mask of pages with data; a subset of held
