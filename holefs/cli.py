@@ -221,11 +221,12 @@ def log_file(mountpoint):
 def setup_logging(debug, detached_from=None):
     """Log to stderr; a daemon *detached_from* its mount command logs to
     syslog, or, where nothing listens on /dev/log, to its log_file()."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     form = "%(levelname)s %(message)s"
     if detached_from and os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler("/dev/log")
-        handler.ident = f"holefs[{os.getpid()}]: "
+        syslog = logging.handlers.SysLogHandler("/dev/log")
+        syslog.ident = f"holefs[{os.getpid()}]: "
+        handler = syslog
     elif detached_from:
         path = log_file(detached_from)
         try:

@@ -316,7 +316,8 @@ class Namespace:
         self._detach(parent, name, inode)
         return inode
 
-    def rename(self, old_parent, old_name, new_parent, new_name, flags=0, owner=(0, 0),
+    def rename(self, old_parent, old_name, new_parent, new_name, flags=0,
+               owner: tuple[int, int] = (0, 0),
                caller=None):
         """Rename with rename(2)'s rules; return an inode that lost its name.
         RENAME_WHITEOUT leaves overlayfs's whiteout in the old name: a
@@ -378,7 +379,7 @@ class Namespace:
                                         for inode in self.inodes.values()))
 
     @staticmethod
-    def _quota_charges(inode):
+    def _quota_charges(inode: Inode) -> tuple[int, int]:
         """(pages, inodes) that *inode* is charged: its data, and itself
         unless it lost its last name (as _detach uncharges it)."""
         pages = inode.extents.held_pages if inode.extents is not None else 0

@@ -5,6 +5,7 @@ import grp
 import os
 import pwd
 import re
+from typing import Any
 
 from .extents import CHUNK, PAGE
 from .quota import KINDS, OPTION_PREFIX, Limits
@@ -194,7 +195,7 @@ def parse(text):
     if "\0" in (text or ""):
         raise OptionError("options may not hold a NUL character")
     memory = physical_memory()
-    values = {}
+    values: dict[str, Any] = {}  # a switch's True, else the value's text
     flags = []
     no_effect = []
     for item in filter(None, (text or "").split(",")):
@@ -271,7 +272,7 @@ def _parse_quotas(values):
     """The quota.Limits of each kind that the options turn on."""
     kinds = {kind for switch, switched in QUOTA_SWITCHES.items() if values.get(switch)
              for kind in switched}
-    limits = {kind: {} for kind in KINDS}
+    limits: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
     for key, (kind, name) in QUOTA_LIMITS.items():
         if key not in values:
             continue

@@ -16,11 +16,14 @@ quotas pays nothing for them; a remount that turns a kind on counts what
 each id holds then.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import errno
 import heapq
 import math
 import os
+from collections.abc import Callable, Collection
 
 from .credentials import CAP_SYS_RESOURCE, has_capability
 from .extents import PAGE
@@ -74,9 +77,10 @@ class Quotas:
     handlers pages, both under the mount's lock (state.py).
     """
 
-    def __init__(self, limits=None, exempt=caller_is_exempt):
+    def __init__(self, limits: dict[str, Limits] | None = None,
+                 exempt: Callable[[int | None], bool] = caller_is_exempt) -> None:
         self.limits = dict(limits or {})  # kind -> Limits, for the kinds turned on
-        self.use = {kind: {} for kind in KINDS}
+        self.use: dict[str, dict[int, list[int]]] = {kind: {} for kind in KINDS}
         self._exempt = exempt  # of a caller's pid: CAP_SYS_RESOURCE
 
     def to_value(self):
@@ -103,25 +107,25 @@ class Quotas:
             for uid, gid, pages, inodes in holdings:
                 self._add(uid, gid, pages, inodes, kinds=turned_on)
 
-    def check_inode(self, uid, gid, caller):
+    def check_inode(self, uid: int, gid: int, caller: int | None) -> None:
         """OverQuota (EDQUOT) unless uid and gid have room for one more inode."""
         self._check(uid, gid, 0, 1, caller)
 
-    def charge_inode(self, uid, gid, caller):
+    def charge_inode(self, uid: int, gid: int, caller: int | None) -> None:
         """One more inode for uid and gid, or OverQuota."""
         self.check_inode(uid, gid, caller)
         self._add(uid, gid, 0, 1)
 
-    def uncharge_inode(self, uid, gid):
+    def uncharge_inode(self, uid: int, gid: int) -> None:
         self._add(uid, gid, 0, -1)
 
-    def charge_pages(self, uid, gid, pages):
+    def charge_pages(self, uid: int, gid: int, pages: int) -> None:
         """Pages that a file of uid and gid now holds more (or fewer, if
         negative); the limit was checked by page_room()."""
         if pages and self.limits:
             self._add(uid, gid, pages, 0)
 
-    def page_room(self, uid, gid, wanted, caller):
+    def page_room(self, uid: int, gid: int, wanted: int, caller: int | None) -> Room:
         """The pages that a file of uid and gid may take: UNLIMITED, unless
         a limit leaves fewer than *wanted* and the caller is not exempt."""
         if not self.limits:
@@ -134,7 +138,8 @@ class Quotas:
             return UNLIMITED
         return Room(max(room.pages, 0), room.why)
 
-    def transfer(self, pages, inodes, old, new, caller):
+    def transfer(self, pages: int, inodes: int, old: tuple[int, int], new: tuple[int, int],
+                 caller: int | None) -> None:
         """Move an inode's charges, *pages* and *inodes* (1, or 0 once it
         has no name), from owners *old* (uid, gid) to *new*, or OverQuota if
         a new owner has no room for them."""
@@ -165,7 +170,8 @@ class Quotas:
     def _held(self, kind, id):
         return self.use[kind].get(id, (0, 0))
 
-    def _check(self, uid, gid, pages, inodes, caller, only=None):
+    def _check(self, uid: int, gid: int, pages: int, inodes: int, caller: int | None,
+               only: list[tuple[str, int]] | None = None) -> None:
         for kind, id, limits in self._limited(uid, gid):
             if only is not None and (kind, id) not in only:
                 continue
@@ -181,7 +187,8 @@ class Quotas:
             if over and not self._exempt(caller):
                 raise OverQuota(f"{kind} {id}'s {over}")
 
-    def _add(self, uid, gid, pages, inodes, kinds=None):
+    def _add(self, uid: int, gid: int, pages: int, inodes: int,
+             kinds: Collection[str] | None = None) -> None:
         """Count for *kinds*, by default those turned on."""
         for kind, id in zip(KINDS, (uid, gid)):
             if kind not in (self.limits if kinds is None else kinds):

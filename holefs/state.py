@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 from . import acl, inodeflags
 from ._fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .credentials import CAP_FSETID, has_capability, in_group
-from .extents import PAGE
+from .extents import PAGE, ExtentMap
 from .logtext import quoted
 from .namespace import Inode, Namespace
 from .options import MountOptions
@@ -44,13 +44,20 @@ Attributes: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, 
 def attributes(inode: Inode) -> Attributes:
     """What stat shows of an inode: (ino, mode, nlink, uid, gid, rdev, size,
     blocks, atime_ns, mtime_ns, ctime_ns), as the shim and pyfuse3 take it."""
-    if inode.is_dir:
+    if inode.entries is not None:
         size = (len(inode.entries) + 2) * 20  # as tmpfs counts
     else:
         size = inode.size
     blocks = inode.extents.held_pages * (PAGE // 512) if inode.extents is not None else 0
     return (inode.id, inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, size, blocks,
             inode.atime_ns, inode.mtime_ns, inode.ctime_ns)
+
+
+def _map(inode: Inode) -> ExtentMap:
+    """A regular file's map: the kernel sends data requests for no other."""
+    if inode.extents is None:
+        raise OSError(errno.EINVAL, "not a regular file")
+    return inode.extents
 
 
 def _no_kernel(inode_id: int) -> None:
@@ -371,10 +378,12 @@ class MountState:
         emap, offset, length = self._readable(inode_id, offset, length)
         return self.store.segments(emap, offset, length) if length > 0 else []
 
-    def _readable(self, inode_id: int, offset: int, length: int) -> tuple[Any, int, int]:
+    def _readable(self, inode_id: int, offset: int,
+                  length: int) -> tuple[ExtentMap, int, int]:
         inode = self.ns[inode_id]
+        emap = _map(inode)
         inode.note_access(self.ns.file_atime)
-        return inode.extents, offset, min(length, inode.size - offset)
+        return emap, offset, min(length, inode.size - offset)
 
     def write(self, inode_id: int, offset: int, data: Any, writeback: bool = False,
               pid: int = 0) -> int:
@@ -395,7 +404,7 @@ class MountState:
             inode.size = max(inode.size, offset + written)
             inode.touch()
             return written
-        held = inode.extents.held_pages
+        held = _map(inode).held_pages
         try:
             return self._store(inode, offset, data, writeback, pid)
         finally:
@@ -404,7 +413,7 @@ class MountState:
             # fit reads as zeros.
             inode.size = max(inode.size, end)
             inode.touch()
-            if inode.extents.held_pages != held:
+            if _map(inode).held_pages != held:
                 # No write(2) of the program's waits for a writeback, so the
                 # kernel keeps the attributes it had: tell it that st_blocks
                 # moved.
@@ -424,7 +433,7 @@ class MountState:
                               quota=self._quota_room(inode, len(kept), pid))
             raise
         quota = self._quota_room(inode, len(data), pid)
-        held = inode.extents.held_pages
+        held = _map(inode).held_pages
         try:
             written = self._charged(inode, self.store.write, offset, data, quota=quota)
         except OSError as e:
@@ -433,7 +442,7 @@ class MountState:
         if written < len(data):
             fit = f"only the first {written} bytes fit"
             short = OverQuota(f"{quota.why}: {fit}") \
-                if inode.extents.held_pages - held >= quota.pages else NoSpace(fit)
+                if _map(inode).held_pages - held >= quota.pages else NoSpace(fit)
             self._refused(how, inode, offset + written, len(data) - written, short)
             if writeback:
                 # The kernel takes a short count from writeback as success:
@@ -443,7 +452,7 @@ class MountState:
 
     def _holds(self, inode: Inode, offset: int, data: Any) -> bool:
         """Whether the file holds *data* at *offset* already."""
-        return self.store.read(inode.extents, offset, len(data)) == data
+        return self.store.read(_map(inode), offset, len(data)) == data
 
     def fallocate(self, inode_id: int, mode: int, offset: int, length: int,
                   pid: int = 0) -> None:
@@ -507,14 +516,14 @@ class MountState:
                  **kwargs: Any) -> Any:
         """Make *change*, a Store method, to inode's map, and charge the
         pages it takes or frees to the quotas of the file's owner and group."""
-        quotas = self.ns.quotas
+        emap, quotas = _map(inode), self.ns.quotas
         if not quotas.limits:
-            return change(inode.extents, *args, **kwargs)
-        before = inode.extents.held_pages
+            return change(emap, *args, **kwargs)
+        before = emap.held_pages
         try:
-            return change(inode.extents, *args, **kwargs)
+            return change(emap, *args, **kwargs)
         finally:
-            quotas.charge_pages(inode.uid, inode.gid, inode.extents.held_pages - before)
+            quotas.charge_pages(inode.uid, inode.gid, emap.held_pages - before)
 
     def _quota_room(self, inode: Inode, length: int, caller: int) -> Room:
         """The pages that a request of *length* bytes may add to inode's

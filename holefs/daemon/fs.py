@@ -64,7 +64,6 @@ def guarded(handler):
         except Exception:
             log.exception("%s failed", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
-    wrapper.guarded = True
     return wrapper
 
 
