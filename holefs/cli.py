@@ -95,7 +95,7 @@ examples:
   systemctl reload holefs@mnt-pool    # after editing /etc/holefs/mnt-pool.conf
 """
 
-COMMANDS = ("mount", "remount", "umount", "status", "punch")
+COMMANDS = ("mount", "remount", "restart", "umount", "status", "punch")
 
 
 def parse_size(text):
@@ -138,6 +138,17 @@ def build_parser():
     # mount(8) gives its helper every flag to leave in force: a flag that
     # it leaves out is off.
     remount.add_argument("--from-mount", action="store_true", help=argparse.SUPPRESS)
+
+    restart = sub.add_parser(
+        "restart", help="hand a running mount over to a new daemon, losing nothing",
+        description="Start a daemon of the installed holefs that takes the running "
+        "mount over: its files, data, open files and mappings stay as they are, and "
+        "requests made meanwhile wait, then complete.  The old daemon serves on if "
+        "the new one cannot take over, and this says why.")
+    restart.add_argument("mountpoint")
+    restart.add_argument("-f", "--foreground", action="store_true",
+                         help="serve in the foreground, logging to stderr")
+    restart.add_argument("--debug", action="store_true", help="log at debug level")
 
     umount = sub.add_parser("umount", help="unmount, also after the daemon died",
                             description="Unmount a holefs. Also cleans up a stale "
@@ -189,8 +200,9 @@ def main(argv=None):
     argv = fstab_form(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
-        return {"mount": cmd_mount, "remount": cmd_remount, "umount": cmd_umount,
-                "status": cmd_status, "punch": cmd_punch}[args.command](args)
+        return {"mount": cmd_mount, "remount": cmd_remount, "restart": cmd_restart,
+                "umount": cmd_umount, "status": cmd_status,
+                "punch": cmd_punch}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -249,17 +261,38 @@ def cmd_mount(args):
     opts.debug = opts.debug or args.debug
     from .daemon.mount import MountError, serve  # the shim, then pyfuse3
 
-    if args.foreground:
-        setup_logging(opts.debug)
+    return _daemon("mount", args.mountpoint, opts.debug, args.foreground,
+                   lambda on_ready: serve(args.mountpoint, opts, on_ready), MountError)
+
+
+def cmd_restart(args):
+    mountpoint, why = holefs_mounted_on("restart", args.mountpoint)
+    if why:
+        return fail(why)
+    try:
+        pid = read_status(mountpoint)["pid"]
+    except OSError as e:
+        return fail(f"restart: {args.mountpoint}: {e.strerror}")
+    from .daemon.mount import MountError, take_over
+
+    return _daemon("restart", mountpoint, args.debug, args.foreground,
+                   lambda on_ready: take_over(mountpoint, pid, on_ready), MountError)
+
+
+def _daemon(command, mountpoint, debug, foreground, serve, MountError):
+    """Run *serve*(on_ready) in the foreground, or in a daemon forked for
+    it, and return once it reports the mount served, or why not."""
+    if foreground:
+        setup_logging(debug)
         try:
-            serve(args.mountpoint, opts)
+            serve(lambda: None)
         except MountError as e:
-            return fail(f"mount: {e}")
+            return fail(f"{command}: {e}")
         return 0
-    return _mount_in_background(args.mountpoint, opts, serve, MountError)
+    return _in_background(command, mountpoint, debug, serve, MountError)
 
 
-def _mount_in_background(mountpoint, opts, serve, MountError):
+def _in_background(command, mountpoint, debug, serve, MountError):
     """Fork a daemon; return once it reports the mount live, or why not."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -272,11 +305,11 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
         if not message:
             os.waitpid(pid, 0)
             message = "the daemon exited before the mount was live"
-        return fail(f"mount: {message}")
+        return fail(f"{command}: {message}")
 
     os.close(read_end)
     os.setsid()
-    setup_logging(opts.debug)
+    setup_logging(debug)
 
     def detach():
         os.write(write_end, b"ok")
@@ -285,11 +318,11 @@ def _mount_in_background(mountpoint, opts, serve, MountError):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        setup_logging(opts.debug, detached_from=mountpoint)
+        setup_logging(debug, detached_from=mountpoint)
 
     status = 0
     try:
-        serve(mountpoint, opts, on_ready=detach)
+        serve(detach)
     except MountError as e:
         os.write(write_end, str(e).encode())
         status = 1

@@ -215,6 +215,15 @@ static int kernel_offers_killpriv_v2; /* read from the INIT request */
 static int kernel_offers_idmap;       /* FUSE_ALLOW_IDMAP, Linux 6.12 on */
 static uint64_t init_unique;          /* the INIT request, until answered */
 static int killpriv_v2_added;         /* to the INIT reply, by io_writev */
+/* The kernel's INIT request as it came, for a successor to replay (HAND-OVER). */
+static unsigned char init_request[256];
+static size_t init_request_size;
+static int replaying_init; /* the INIT reply then goes nowhere: the kernel has it */
+static int taking_over;    /* a successor's session: no workers until resume() */
+static int workers_wanted; /* threads=, from install() */
+/* From pause() to resume(): pyfuse3 receives nothing, even in a task that
+ * trio woke for the fd before the pause and runs after it. */
+static int paused;
 static int idmap_added;               /* to the INIT reply, by io_writev */
 /* Not in the kernel headers before 6.12, nor libfuse's before 3.18. */
 #define INIT_ALLOW_IDMAP_FLAGS2 (1U << (40 - 32))
@@ -982,6 +991,12 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
                 idmap_added = 1;
             }
         }
+        if (replaying_init) {
+            ssize_t size = 0;
+            for (int i = 0; i < count; i++)
+                size += (ssize_t)iov[i].iov_len;
+            return size;
+        }
     }
     (void)userdata;
     return writev(fd, iov, count);
@@ -994,6 +1009,9 @@ static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, 
     (void)userdata;
     return splice(fdin, offin, fdout, offout, len, flags);
 }
+
+static void replay_init(struct fuse_session *se);
+static int open_handoff(void);
 
 /* pyfuse3 mounts through here, so that an older libfuse's session gets
  * the custom I/O above once it has its fd, and the workers start. */
@@ -1012,8 +1030,18 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
     if (res == 0)
         /* If this fails the session keeps plain I/O, without what io_writev adds. */
         fuse_session_custom_io(se, &io, real_session_fd(se));
-    if (res == 0)
+    if (res == 0 && taking_over) {
+        replay_init(se);
+        if (workers_wanted > 0) { /* so pyfuse3 reads what resume() queues */
+            open_handoff();
+        } else { /* the old daemon's workers left the fd non-blocking */
+            int flags = fcntl(real_session_fd(se), F_GETFL);
+            if (flags >= 0)
+                fcntl(real_session_fd(se), F_SETFL, flags & ~O_NONBLOCK);
+        }
+    } else if (res == 0) {
         start_workers(se);
+    }
     return res;
 }
 
@@ -1278,6 +1306,8 @@ static void before_dispatch(const struct fuse_buf *buf)
         kernel_offers_idmap = init->flags & FUSE_INIT_EXT &&
                               init->flags2 & INIT_ALLOW_IDMAP_FLAGS2;
         init_unique = in->unique;
+        init_request_size = in->len < sizeof init_request ? in->len : sizeof init_request;
+        memmove(init_request, in, init_request_size);
         return;
     }
     drop_setid_as_asked(in);
@@ -1324,7 +1354,7 @@ static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
 /*
  * WORKER THREADS
  *
- * With workers, they alone read the session's fd, each blocked in read(2)
+ * With workers, they alone read the session's fd, each waiting in poll(2)
  * without the GIL, and they serve the requests of SERVED_IN_C themselves,
  * so that two clients' reads and writes are served at once and the
  * wake-ups of the round trip (most of its cost) overlap.  The handlers
@@ -1335,6 +1365,12 @@ static int receive_and_serve(struct fuse_session *se, struct fuse_buf *buf)
  * Replies go to the one fd whichever thread sends them, so no request
  * needs to know which thread read it.  A worker's buffer holds the largest
  * request INIT allows (shim_init caps max_write to fit).
+ *
+ * The fd is non-blocking, and a worker that finds nothing to read polls it
+ * beside stop_fd: so workers leave (unmount, a hand-over's pause) between
+ * requests, never holding one.  Cancelled in read(2) instead, they lost
+ * requests under load (glibc 2.36): a cancel that arrives as read returns
+ * acts on it, and the request read is never answered.
  */
 
 struct handed_over {
@@ -1343,10 +1379,11 @@ struct handed_over {
     size_t size;
 };
 
-static int workers_wanted;
 static int workers_running;
 static pthread_t workers[WORKERS_MAX];
 static int session_fd = -1;
+static int stop_fd = -1;      /* an eventfd, readable once the workers must leave */
+static int workers_stopping;  /* atomic; checked before each request */
 static int handoff_fd = -1;
 static pthread_mutex_t handoff_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handed_over *handoff_head, **handoff_tail = &handoff_head;
@@ -1580,8 +1617,6 @@ static ssize_t receive_spliced(struct worker *w, size_t *data)
 {
     *data = 0;
     ssize_t n = splice(session_fd, NULL, w->pipe[1], NULL, WORKER_BUFFER, 0);
-    /* Only the wait may be cancelled: a request in the pipe gets its answer. */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     if (n <= 0)
         return n;
     struct fuse_in_header *in = w->mem;
@@ -1655,10 +1690,8 @@ static void serve_spliced_write(struct worker *w, size_t size)
         ;
 }
 
-/* A worker's end, by return or by cancellation. */
-static void worker_exit(void *arg)
+static void worker_exit(struct worker *w)
 {
-    struct worker *w = arg;
     free(w->mem);
     if (w->pipe[0] >= 0) {
         close(w->pipe[0]);
@@ -1668,28 +1701,44 @@ static void worker_exit(void *arg)
     PyGILState_Release(w->gil);
 }
 
-/* One worker: read, serve or hand over, until the session ends.  It may be
- * cancelled only while it waits in read(2), where it holds nothing. */
+/* The next request, or -1 with errno ECANCELED once the workers must leave. */
+static ssize_t receive(struct worker *w, size_t *spliced)
+{
+    for (;;) {
+        ssize_t n = w->pipe[0] >= 0 ? receive_spliced(w, spliced)
+                                    : read(session_fd, w->mem, WORKER_BUFFER);
+        if (n >= 0 || errno != EAGAIN)
+            return n;
+        struct pollfd fds[2] = {{.fd = session_fd, .events = POLLIN},
+                                {.fd = stop_fd, .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0 && errno != EINTR)
+            return -1;
+        if (fds[1].revents) {
+            errno = ECANCELED;
+            return -1;
+        }
+    }
+}
+
+/* One worker: read, serve or hand over, until the session ends or the
+ * workers are stopped. */
 static void *worker_main(void *unused)
 {
     struct worker w;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     w.gil = PyGILState_Ensure();
     w.thread = PyEval_SaveThread();
     w.mem = malloc(WORKER_BUFFER);
     open_receive_pipe(w.pipe);
-    pthread_cleanup_push(worker_exit, &w);
     is_worker = 1;
-    while (w.mem != NULL) {
+    while (w.mem != NULL && !__atomic_load_n(&workers_stopping, __ATOMIC_SEQ_CST)) {
         size_t spliced = 0;
-        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         __atomic_add_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
-        ssize_t n = w.pipe[0] >= 0 ? receive_spliced(&w, &spliced)
-                                   : read(session_fd, w.mem, WORKER_BUFFER);
+        ssize_t n = receive(&w, &spliced);
         __atomic_sub_fetch(&workers_reading, 1, __ATOMIC_SEQ_CST);
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == ENOENT || errno == EIO)
+            if (errno == ECANCELED)
+                break;
+            if (errno == EINTR || errno == ENOENT || errno == EIO)
                 continue;
             hand_over(NULL, 0); /* ENODEV: unmounted, or the connection aborted */
             break;
@@ -1711,32 +1760,49 @@ static void *worker_main(void *unused)
             }
         }
     }
-    pthread_cleanup_pop(1);
+    worker_exit(&w);
     (void)unused;
     return NULL;
+}
+
+/* The eventfd that pyfuse3 waits on for handed-over requests.  It must
+ * exist before pyfuse3.init() returns: pyfuse3 asks fuse_session_fd() once. */
+static int open_handoff(void)
+{
+    if (handoff_fd < 0)
+        handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
+    return handoff_fd;
 }
 
 /* Start the workers on a mounted session; with none, the trio thread
  * reads the fd itself, as before. */
 static void start_workers(struct fuse_session *se)
 {
-    if (workers_wanted == 0)
-        return;
-    handoff_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
-    if (handoff_fd < 0)
+    if (workers_wanted == 0 || open_handoff() < 0)
         return;
     session_fd = real_session_fd(se);
+    if (stop_fd < 0)
+        stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int flags = fcntl(session_fd, F_GETFL);
+    if (stop_fd < 0 || flags < 0 || fcntl(session_fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        workers_wanted = 0;
     while (workers_running < workers_wanted &&
            pthread_create(&workers[workers_running], NULL, worker_main, NULL) == 0)
         pthread_setname_np(workers[workers_running++], "holefs-worker");
+    if (workers_running == 0 && handoff_head == NULL) { /* no threads: trio's reads */
+        close(handoff_fd);
+        handoff_fd = -1;
+    }
 }
 
-/* Wait for the workers to leave: they do once the kernel ends the session
- * (unmount); one still waiting for a request is cancelled there. */
-static void stop_workers(void)
+/* Make the workers leave once the request each serves is answered, and
+ * wait for them. */
+static void join_workers(void)
 {
-    for (int i = 0; i < workers_running; i++)
-        pthread_cancel(workers[i]);
+    __atomic_store_n(&workers_stopping, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    while (write(stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
     int have_gil = PyGILState_Check();
     PyThreadState *thread = have_gil ? PyEval_SaveThread() : NULL;
     for (int i = 0; i < workers_running; i++)
@@ -1744,7 +1810,16 @@ static void stop_workers(void)
     if (have_gil)
         PyEval_RestoreThread(thread);
     workers_running = 0;
-    workers_reading = 0; /* they were cancelled in read(2) */
+    uint64_t count;
+    while (read(stop_fd, &count, sizeof count) < 0 && errno == EINTR)
+        ;
+    __atomic_store_n(&workers_stopping, 0, __ATOMIC_SEQ_CST);
+}
+
+/* Stop the workers, at the session's end, and drop what they queued. */
+static void stop_workers(void)
+{
+    join_workers();
     while (handoff_head != NULL) {
         struct handed_over *item = handoff_head;
         handoff_head = item->next;
@@ -1760,13 +1835,15 @@ int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf)
 {
     if (real_receive == NULL || real_process == NULL || real_session_fd == NULL)
         return -ENOSYS;
-    return workers_running ? receive_handed_over(se, buf) : receive_and_serve(se, buf);
+    if (paused)
+        return -EINTR;
+    return handoff_fd >= 0 ? receive_handed_over(se, buf) : receive_and_serve(se, buf);
 }
 
 /* pyfuse3 waits on what this returns: the eventfd when workers read. */
 int fuse_session_fd(struct fuse_session *se)
 {
-    if (workers_running && se == session)
+    if (handoff_fd >= 0 && se == session)
         return handoff_fd;
     return real_session_fd ? real_session_fd(se) : -1;
 }
@@ -1782,6 +1859,155 @@ void fuse_session_destroy(struct fuse_session *se)
     }
     if (real != NULL)
         real(se);
+}
+
+/*
+ * HAND-OVER
+ *
+ * A successor daemon takes the session over (holefs/daemon/handover.py).
+ * The serving daemon pauses: its workers leave once the request each
+ * serves is answered, so none takes one it does not serve; the invalidator
+ * answers the O_DIRECT writes it holds; and the requests queued for the
+ * trio thread, not yet served, are taken out for the successor to serve
+ * first.  From then on, until resume(), nothing reads the fd, and the
+ * kernel keeps new requests waiting.
+ *
+ * The kernel sends INIT once per connection, and libfuse answers nothing
+ * else until it has seen one.  So the successor replays the old daemon's
+ * INIT request through its own session, and drops the reply, which the
+ * kernel already has (io_writev).  Its session then settles what the old
+ * one did, if it is the same holefs on the same libfuse: settled() lets the
+ * two compare.  It starts no workers until resume().
+ */
+
+static void replay_init(struct fuse_session *se)
+{
+    void *mem = malloc(init_request_size);
+    if (mem == NULL)
+        return; /* then settled() shows no INIT, and the successor refuses */
+    memcpy(mem, init_request, init_request_size);
+    struct fuse_buf buf = {.mem = mem, .size = init_request_size};
+    before_dispatch(&buf);
+    replaying_init = 1;
+    real_process(se, &buf);
+    replaying_init = 0;
+    free(mem);
+}
+
+static PyObject *shim_take_over(PyObject *self, PyObject *args)
+{
+    const char *request;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y#", &request, &size))
+        return NULL;
+    const struct fuse_in_header *in = (const void *)request;
+    if ((size_t)size < sizeof *in + sizeof(struct fuse_init_in) ||
+        (size_t)size > sizeof init_request || in->opcode != FUSE_INIT || in->len != size)
+        return PyErr_Format(PyExc_ValueError, "not an INIT request (%zd bytes)", size);
+    memcpy(init_request, request, (size_t)size);
+    init_request_size = (size_t)size;
+    taking_over = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *shim_init_request(PyObject *self, PyObject *unused)
+{
+    return PyBytes_FromStringAndSize((const char *)init_request, (Py_ssize_t)init_request_size);
+}
+
+static PyObject *shim_connection_fd(PyObject *self, PyObject *unused)
+{
+    if (session == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "not mounted");
+    return PyLong_FromLong(real_session_fd(session));
+}
+
+static PyObject *shim_settled(PyObject *self, PyObject *unused)
+{
+    if (conn_info == NULL)
+        Py_RETURN_NONE;
+    return Py_BuildValue("{s:K,s:I,s:I,s:i,s:i}", "want", (unsigned long long)negotiated(),
+                         "max_write", conn_info->max_write, "max_readahead",
+                         conn_info->max_readahead, "killpriv_v2_added", killpriv_v2_added,
+                         "idmap_added", idmap_added);
+}
+
+static PyObject *shim_pause(PyObject *self, PyObject *unused)
+{
+    if (session == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "not mounted");
+    if (workers_wanted > 0 && (handoff_fd < 0 || workers_running == 0))
+        return PyErr_Format(PyExc_RuntimeError, "not served by workers");
+    paused = 1;
+    if (workers_wanted == 0) /* trio's thread alone reads, and it is the caller */
+        return PyList_New(0);
+    join_workers();
+    stop_invalidator();
+    pthread_mutex_lock(&handoff_lock);
+    struct handed_over *item = handoff_head;
+    handoff_head = NULL;
+    handoff_tail = &handoff_head;
+    pthread_mutex_unlock(&handoff_lock);
+    uint64_t count;
+    while (read(handoff_fd, &count, sizeof count) == sizeof count)
+        ; /* the wake-ups of the requests taken out */
+    PyObject *queued = PyList_New(0);
+    int ended = 0;
+    while (item != NULL) {
+        struct handed_over *next = item->next;
+        if (item->mem == NULL) {
+            ended = 1;
+        } else if (queued != NULL) {
+            PyObject *request = PyBytes_FromStringAndSize(item->mem, (Py_ssize_t)item->size);
+            if (request == NULL || PyList_Append(queued, request) < 0)
+                Py_CLEAR(queued);
+            Py_XDECREF(request);
+        }
+        free(item->mem);
+        free(item);
+        item = next;
+    }
+    if (queued == NULL || ended) {
+        /* Out of memory, serve on; ended by the kernel, let pyfuse3 see it. */
+        paused = 0;
+        if (ended)
+            hand_over(NULL, 0);
+        else
+            start_workers(session);
+        Py_XDECREF(queued);
+        return ended ? PyErr_Format(PyExc_RuntimeError, "the session ended") : NULL;
+    }
+    return queued;
+}
+
+static PyObject *shim_resume(PyObject *self, PyObject *queued)
+{
+    if (session == NULL || !PyList_Check(queued))
+        return PyErr_Format(PyExc_TypeError, "resume(queued) takes a list, once mounted");
+    taking_over = 0;
+    paused = 0;
+    if (workers_wanted == 0) {
+        if (PyList_GET_SIZE(queued) > 0)
+            return PyErr_Format(PyExc_ValueError, "requests queued for a session without workers");
+        Py_RETURN_NONE;
+    }
+    if (open_handoff() < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(queued); i++) {
+        char *data;
+        Py_ssize_t size;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(queued, i), &data, &size) < 0)
+            return NULL;
+        void *request = malloc((size_t)size);
+        if (request == NULL)
+            return PyErr_NoMemory();
+        memcpy(request, data, (size_t)size);
+        hand_over(request, (size_t)size);
+    }
+    start_workers(session);
+    if (workers_running == 0)
+        return PyErr_Format(PyExc_RuntimeError, "no worker thread could start");
+    Py_RETURN_NONE;
 }
 
 /* pyfuse3's table with holefs's entries in it. */
@@ -1997,6 +2223,24 @@ static PyMethodDef shim_methods[] = {
     {"invalidate_attributes", shim_invalidate_attributes, METH_VARARGS,
      "invalidate_attributes(inode): make the kernel ask for the attributes\n"
      "of *inode* again, after holefs changed them on its own."},
+    {"take_over", shim_take_over, METH_VARARGS,
+     "take_over(init_request): make the next session a successor's, which\n"
+     "replays the old daemon's INIT request instead of awaiting one, and\n"
+     "starts no workers until resume()."},
+    {"init_request", shim_init_request, METH_NOARGS,
+     "The kernel's INIT request to this session, as bytes, for a successor."},
+    {"connection_fd", shim_connection_fd, METH_NOARGS,
+     "The session's /dev/fuse descriptor, for a successor."},
+    {"settled", shim_settled, METH_NOARGS,
+     "What INIT settled with the kernel, for a successor to compare; None\n"
+     "before INIT."},
+    {"pause", shim_pause, METH_NOARGS,
+     "Stop reading requests: the workers leave, and the requests queued for\n"
+     "pyfuse3 and not yet served come back, as a list of bytes.  Call it on\n"
+     "trio's thread, without the mount's lock."},
+    {"resume", shim_resume, METH_O,
+     "resume(queued): queue these requests for pyfuse3, then start the\n"
+     "workers: after pause(), or in a successor, once the old daemon left."},
     {"engaged", shim_engaged, METH_NOARGS,
      "True once pyfuse3's session was created through the shim."},
     {"negotiated", shim_negotiated, METH_NOARGS,

@@ -34,6 +34,7 @@ from ..extents import PAGE
 from ..mounttable import mount_flags
 from ..state import MAX_FILE_SIZE, MountState, attributes
 from . import _shim, bdi
+from .handover import Handover
 from .remount import Remount
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class Operations(pyfuse3.Operations):
         self.state = state
         self.mountpoint = mountpoint
         self.remount = Remount(state, mountpoint)
+        self.handover = Handover(state, self.remount)
         self.fast = FastPath(state, control=self.remount.submit)
 
     def _attr(self, inode):

@@ -23,7 +23,7 @@ from ..namespace import Namespace
 from ..quota import Quotas
 from ..state import MountState
 from ..tiers import Store, open_ram_tier, open_spill_tier
-from . import PYFUSE3_BEFORE_SHIM, _shim, bdi
+from . import PYFUSE3_BEFORE_SHIM, _shim, bdi, handover
 from .fs import CACHE_TIMEOUT, Operations
 from .sdnotify import notify
 
@@ -145,6 +145,7 @@ async def _run(ops, mountpoint):
         nursery.start_soon(_report_status, ops)
         nursery.start_soon(_tune_bdi, ops, mountpoint)
         nursery.start_soon(ops.remount.serve)
+        nursery.start_soon(ops.handover.serve)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -161,29 +162,76 @@ def serve(mountpoint, options, on_ready=lambda: None):
             log.warning("%s", warning)
     namespace = Namespace(options.nr_inodes, options.mode, options.uid, options.gid,
                           Quotas(options.quotas))
-    ops = Operations(MountState(namespace, store, options, _shim.invalidate_attributes),
-                     mountpoint)
-    _shim.install(ops.fast, options.threads, CACHE_TIMEOUT, options.writeback_cache)
-    sys.unraisablehook = _log_unraisable
-
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
+        ops = _session(MountState(namespace, store, options, _shim.invalidate_attributes),
+                       mountpoint, mountpoint, stack)
+        _serve(ops, mountpoint, on_ready,
+               f"mounted {mountpoint} (size {options.size >> 20} MiB, RAM "
+               f"{options.ram >> 20} MiB, spill {options.spill if store.spill else 'off'})")
+
+
+def take_over(mountpoint, pid, on_ready=lambda: None):
+    """Serve the mount at *mountpoint* in place of daemon *pid*, which hands
+    it over (holefs/daemon/handover.py), until unmounted or signalled."""
+    mountpoint = os.path.abspath(mountpoint)
+    try:
+        received = handover.receive(pid)
+        ns, store, options = received.load()
+    except handover.Refused as e:
+        raise MountError(f"{mountpoint}: {e}") from None
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        _shim.take_over(received.init_request)
         try:
-            pyfuse3.init(ops, mountpoint, options.fuse_options())
-        except RuntimeError:
-            raise MountError(f"{mountpoint}: the FUSE mount failed "
-                             "(see the message from fusermount3 above)") from None
-        stack.callback(_close_session)
-        if not _shim.engaged():
-            raise MountError(shim_not_engaged(_shim.libfuse(), PYFUSE3_BEFORE_SHIM))
-        namespace.follow_mount_flags(mount_flags(mountpoint))
-        on_ready()
-        log.info("mounted %s (size %d MiB, RAM %d MiB, spill %s)", mountpoint,
-                 options.size >> 20, options.ram >> 20,
-                 options.spill if store.spill else "off")
-        notify("READY=1\nSTATUS=" + status_line(ops))
-        trio.run(_run, ops, mountpoint)
-    log.info("unmounted %s", mountpoint)
+            ops = _session(MountState(ns, store, options, _shim.invalidate_attributes),
+                           f"/dev/fd/{received.fuse_fd}", mountpoint, stack)
+            if _shim.settled() != received.settled:
+                raise MountError(f"{mountpoint}: this holefs settles {_shim.settled()} with "
+                                 f"the kernel, where pid {pid} settled {received.settled}")
+        except MountError as e:
+            received.refuse(str(e))
+            raise
+        try:
+            received.accept()
+        except (OSError, handover.Refused) as e:
+            raise MountError(f"{mountpoint}: {e}") from None
+        _shim.resume(received.queued)
+        _serve(ops, mountpoint, on_ready,
+               f"took {mountpoint} over from pid {pid} ({ns.used_inodes} inodes, "
+               f"{store.used * PAGE >> 20} MiB used)")
+
+
+def _session(state, fuse_mountpoint, mountpoint, stack):
+    """The Operations over *state*, with pyfuse3's session on
+    *fuse_mountpoint*: the mountpoint, or /dev/fd/N for the connection that
+    a successor takes over."""
+    ops = Operations(state, mountpoint)
+    _shim.install(ops.fast, state.options.threads, CACHE_TIMEOUT,
+                  state.options.writeback_cache)
+    sys.unraisablehook = _log_unraisable
+    try:
+        pyfuse3.init(ops, fuse_mountpoint, state.options.fuse_options())
+    except RuntimeError:
+        raise MountError(f"{mountpoint}: the FUSE mount failed "
+                         "(see the message from fusermount3 above)") from None
+    stack.callback(_close_session, ops.handover)
+    if not _shim.engaged():
+        raise MountError(shim_not_engaged(_shim.libfuse(), PYFUSE3_BEFORE_SHIM))
+    state.ns.follow_mount_flags(mount_flags(mountpoint))
+    return ops
+
+
+def _serve(ops, mountpoint, on_ready, started):
+    """Tell whoever waits that the mount is served, and serve it."""
+    on_ready()
+    log.info("%s", started)
+    notify("READY=1\nSTATUS=" + status_line(ops))
+    trio.run(_run, ops, mountpoint)
+    if ops.handover.successor is None:
+        log.info("unmounted %s", mountpoint)
+    else:
+        log.info("%s is served by pid %d now", mountpoint, ops.handover.successor)
 
 
 def shim_not_engaged(libfuse, pyfuse3_first):
@@ -209,7 +257,11 @@ def _log_unraisable(unraisable):
               exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
 
 
-def _close_session():
-    """Unmount and close; libfuse skips the unmount if it already happened."""
+def _close_session(handover):
+    """Unmount and close; libfuse skips the unmount if it already happened.
+    A daemon that handed its mount over leaves it to the successor."""
+    if handover.successor is not None:
+        pyfuse3.close(unmount=False)
+        return
     notify("STOPPING=1")
     pyfuse3.close(unmount=True)

@@ -61,6 +61,7 @@ class Remount:
         self.mountpoint = mountpoint
         self._token = None  # trio's, once serve() runs
         self._send, self._waiting = trio.open_memory_channel(REMOUNTS_WAITING)
+        self._serving = 0  # remounts taken from the queue and not yet answered
 
     def submit(self, pending, inode, cmd, data, uid, pid):
         """The shim's control handler, on any thread: refuse at once what
@@ -91,6 +92,7 @@ class Remount:
         """Serve the queued remounts in order, so that no two interleave."""
         self._token = trio.lowlevel.current_trio_token()
         async for pending, check, text, uid in self._waiting:
+            self._serving += 1
             try:
                 await self._remount(text, check)
             except Refused as e:
@@ -100,6 +102,13 @@ class Remount:
                 control.reply(pending, errno.EIO, "holefs failed; its log says why")
             else:
                 control.reply(pending)
+            finally:
+                self._serving -= 1
+
+    @property
+    def busy(self):
+        """Whether a remount is queued or under way, which a hand-over waits for."""
+        return self._serving > 0 or self._send.statistics().current_buffer_used > 0
 
     def _refuse(self, pending, uid, refusal):
         log.warning("remount of %s by uid %d refused: %s", self.mountpoint, uid, refusal)
