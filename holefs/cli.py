@@ -273,10 +273,25 @@ def cmd_restart(args):
         pid = read_status(mountpoint)["pid"]
     except OSError as e:
         return fail(f"restart: {args.mountpoint}: {e.strerror}")
+    unit = systemd_unit(pid)
+    if unit:
+        return fail(f"restart: {mountpoint}: served by {unit}, which a hand-over would "
+                    "leave stopped; holefs cannot yet hand over through systemd")
     from .daemon.mount import MountError, take_over
 
     return _daemon("restart", mountpoint, args.debug, args.foreground,
                    lambda on_ready: take_over(mountpoint, pid, on_ready), MountError)
+
+
+def systemd_unit(pid):
+    """The systemd service that process *pid* runs in, or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            paths = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
+    except (OSError, ValueError):
+        return None
+    unit = paths.get("", paths.get("name=systemd", "")).rpartition("/")[2]
+    return unit if unit.endswith(".service") and not unit.startswith("user@") else None
 
 
 def _daemon(command, mountpoint, debug, foreground, serve, MountError):

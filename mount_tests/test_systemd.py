@@ -215,6 +215,16 @@ def test_stop_unmounts_cleanly(pool):
     assert f"INFO unmounted {POOL}" in log
 
 
+def test_restart_of_a_unit_s_mount_is_refused_and_it_serves_on(pool):
+    """A hand-over would leave the unit stopped and its mount outside it."""
+    pid = pool.status(POOL)["pid"]
+    refused = pool.run("holefs", "restart", POOL, check=False)
+    assert refused.returncode == 1
+    assert f"served by {POOL_UNIT}" in refused.stderr, refused.stderr
+    assert pool.status(POOL)["pid"] == pid
+    assert pool.prop(POOL_UNIT, "ActiveState") == "active"
+
+
 def test_reload_applies_the_edited_conf(pool):
     data = PATTERN * 32
     pool.write(f"{POOL}/big", data)  # 16 MiB in RAM, 16 MiB spilled
