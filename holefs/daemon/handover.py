@@ -187,12 +187,13 @@ def receive(pid):
     sock.sendall(PROTOCOL + b"\n")
     message, fds, _, _ = socket.recv_fds(sock, LINE_MAX, 3, socket.MSG_CMSG_CLOEXEC)
     line, _, rest = message.partition(b"\n")
-    if not line.startswith(b"STATE "):
+    words = line.split()
+    if words[:1] != [b"STATE"] or len(words) != 2 or not words[1].isdigit():
         for fd in fds:
             os.close(fd)
         sock.close()
         raise Refused(line.removeprefix(b"REFUSED ").decode(errors="replace"))
-    length = int(line.split()[1])
+    length = int(words[1])
     payload = bytearray(rest)
     while len(payload) < length:
         chunk = sock.recv(min(length - len(payload), 1 << 20))

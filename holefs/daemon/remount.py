@@ -61,7 +61,7 @@ class Remount:
         self.mountpoint = mountpoint
         self._token = None  # trio's, once serve() runs
         self._send, self._waiting = trio.open_memory_channel(REMOUNTS_WAITING)
-        self._serving = 0  # remounts taken from the queue and not yet answered
+        self._under_way = False  # a remount taken from the queue, not yet answered
 
     def submit(self, pending, inode, cmd, data, uid, pid):
         """The shim's control handler, on any thread: refuse at once what
@@ -92,7 +92,7 @@ class Remount:
         """Serve the queued remounts in order, so that no two interleave."""
         self._token = trio.lowlevel.current_trio_token()
         async for pending, check, text, uid in self._waiting:
-            self._serving += 1
+            self._under_way = True
             try:
                 await self._remount(text, check)
             except Refused as e:
@@ -103,12 +103,12 @@ class Remount:
             else:
                 control.reply(pending)
             finally:
-                self._serving -= 1
+                self._under_way = False
 
     @property
     def busy(self):
-        """Whether a remount is queued or under way, which a hand-over waits for."""
-        return self._serving > 0 or self._send.statistics().current_buffer_used > 0
+        """Whether a remount is queued or under way: a hand-over is refused then."""
+        return self._under_way or self._send.statistics().current_buffer_used > 0
 
     def _refuse(self, pending, uid, refusal):
         log.warning("remount of %s by uid %d refused: %s", self.mountpoint, uid, refusal)
